@@ -1,0 +1,5 @@
+"""Curation REST API (/api/v1/). Each area registers its routes in curation/api/<area>.py."""
+
+from curation.api import imports, pairs, versions
+
+urlpatterns = [*pairs.urlpatterns, *imports.urlpatterns, *versions.urlpatterns]

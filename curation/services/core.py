@@ -1,0 +1,138 @@
+"""Shared write helpers for QA pairs: derived fields, labels, revisions.
+
+Every path that creates or changes pair content (manual create, edit, import, corrections
+from chat, synthetic cases) goes through ``pair_derive`` so the duplicate key, near-duplicate
+fingerprint, identifier flags and search document are always in step with the text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db.models import Q
+
+from curation.lib import fingerprint, identifiers
+from curation.lib.search import index_text
+from curation.models import Department, QAPair, QAPairRevision, Tag
+
+CONTENT_FIELDS = ("instruction", "input", "output", "system", "history", "reasoning")
+LABEL_FIELDS = ("department", "tags", "disease_codes", "difficulty")
+# Fields whose text is scanned for identifiers, in display order.
+SCANNED_FIELDS = ("instruction", "input", "output", "system", "reasoning")
+# Near-duplicate fingerprints ignore texts shorter than this many normalised characters.
+NEAR_DUP_MIN_CHARS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    content_hash: str
+    simhash: int | None
+    identifiers: list[dict]
+    has_identifiers: bool
+    search_text: str
+
+
+def history_text(history: Iterable) -> str:
+    return "\n".join(str(part) for turn in history or () for part in (turn if isinstance(turn, (list, tuple)) else [turn]))
+
+
+def derive(*, instruction: str, input: str = "", output: str = "", system: str = "", history=(), reasoning: str = "") -> Derived:
+    texts = {"instruction": instruction, "input": input, "output": output, "system": system, "reasoning": reasoning}
+    found: list[dict] = []
+    for name in SCANNED_FIELDS:
+        text = texts[name]
+        if text:
+            found.extend(
+                {"field": name, "kind": f.kind, "start": f.start, "end": f.end, "text": f.text}
+                for f in identifiers.find_identifiers(text)
+            )
+    hist = history_text(history)
+    if hist:
+        found.extend(
+            {"field": "history", "kind": f.kind, "start": f.start, "end": f.end, "text": f.text}
+            for f in identifiers.find_identifiers(hist)
+        )
+    dedupe_text = f"{instruction}\n{input}\n{output}"
+    simhash = fingerprint.simhash64(dedupe_text) if len(fingerprint.normalize(dedupe_text)) >= NEAR_DUP_MIN_CHARS else None
+    return Derived(
+        content_hash=fingerprint.content_hash(instruction, input, output),
+        simhash=simhash,
+        identifiers=found,
+        has_identifiers=bool(found),
+        search_text=index_text(instruction, input, output),
+    )
+
+
+def pair_apply_derived(pair: QAPair) -> Derived:
+    d = derive(**{f: getattr(pair, f) for f in CONTENT_FIELDS})
+    pair.content_hash = d.content_hash
+    pair.simhash = d.simhash
+    pair.identifiers = d.identifiers
+    pair.has_identifiers = d.has_identifiers
+    pair.search_text = d.search_text
+    return d
+
+
+def pair_content(pair: QAPair) -> dict:
+    """The content and labels of a pair as plain data (revisions, dataset items, exports)."""
+    return {
+        "instruction": pair.instruction,
+        "input": pair.input,
+        "output": pair.output,
+        "system": pair.system,
+        "history": pair.history or [],
+        "reasoning": pair.reasoning,
+        "department": pair.department.name if pair.department_id else "",
+        "tags": sorted(t.name for t in pair.tags.all()) if pair.pk else [],
+        "disease_codes": list(pair.disease_codes or []),
+        "difficulty": pair.difficulty,
+    }
+
+
+def revision_record(*, pair: QAPair, editor, note: str = "") -> QAPairRevision:
+    last = pair.revisions.order_by("-number").values_list("number", flat=True).first() or 0
+    return QAPairRevision.objects.create(qa_pair=pair, number=last + 1, editor=editor, content=pair_content(pair), note=note[:255])
+
+
+def department_get_or_create(name: str) -> Department | None:
+    name = (name or "").strip()[:100]
+    if not name:
+        return None
+    return Department.objects.get_or_create(name=name)[0]
+
+
+def tags_get_or_create(names: Iterable[str]) -> list[Tag]:
+    wanted = list(dict.fromkeys(n.strip()[:100] for n in names if n and n.strip()))
+    if not wanted:
+        return []
+    existing = {t.name: t for t in Tag.objects.filter(name__in=wanted)}
+    missing = [Tag(name=n) for n in wanted if n not in existing]
+    if missing:
+        Tag.objects.bulk_create(missing, ignore_conflicts=True)
+        existing = {t.name: t for t in Tag.objects.filter(name__in=wanted)}
+    return [existing[n] for n in wanted]
+
+
+def near_duplicate_index(exclude_pk: int | None = None) -> fingerprint.NearDuplicateIndex:
+    """An in-memory index of every stored fingerprint (one query; ints only)."""
+    index = fingerprint.NearDuplicateIndex()
+    rows = QAPair.objects.exclude(simhash=None)
+    if exclude_pk is not None:
+        rows = rows.exclude(pk=exclude_pk)
+    for pk, fp in rows.values_list("pk", "simhash").iterator(chunk_size=5000):
+        index.add(pk, fp)
+    return index
+
+
+def find_near_duplicate(pair: QAPair) -> int | None:
+    if pair.simhash is None:
+        return None
+    return near_duplicate_index(exclude_pk=pair.pk).query(pair.simhash)
+
+
+def duplicate_of(content_hash: str, exclude_pk: int | None = None) -> QAPair | None:
+    qs = QAPair.objects.filter(content_hash=content_hash)
+    if exclude_pk is not None:
+        qs = qs.filter(~Q(pk=exclude_pk))
+    return qs.first()
