@@ -20,8 +20,9 @@ CONTENT_FIELDS = ("instruction", "input", "output", "system", "history", "reason
 LABEL_FIELDS = ("department", "tags", "disease_codes", "difficulty")
 # Fields whose text is scanned for identifiers, in display order.
 SCANNED_FIELDS = ("instruction", "input", "output", "system", "reasoning")
-# Near-duplicate fingerprints ignore texts shorter than this many normalised characters.
-NEAR_DUP_MIN_CHARS = 8
+# The widest SimHash distance any script uses (4 bits for mostly-Chinese text, 3 otherwise:
+# see fingerprint.near_duplicate_distance); the index must be built for the widest.
+NEAR_DUP_MAX_BITS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +54,9 @@ def derive(*, instruction: str, input: str = "", output: str = "", system: str =
             {"field": "history", "kind": f.kind, "start": f.start, "end": f.end, "text": f.text}
             for f in identifiers.find_identifiers(hist)
         )
-    dedupe_text = f"{instruction}\n{input}\n{output}"
-    simhash = fingerprint.simhash64(dedupe_text) if len(fingerprint.normalize(dedupe_text)) >= NEAR_DUP_MIN_CHARS else None
+    content_hash, simhash = fingerprint.record_fingerprints(instruction, input, output)
     return Derived(
-        content_hash=fingerprint.content_hash(instruction, input, output),
+        content_hash=content_hash,
         simhash=simhash,
         identifiers=found,
         has_identifiers=bool(found),
@@ -116,7 +116,7 @@ def tags_get_or_create(names: Iterable[str]) -> list[Tag]:
 
 def near_duplicate_index(exclude_pk: int | None = None) -> fingerprint.NearDuplicateIndex:
     """An in-memory index of every stored fingerprint (one query; ints only)."""
-    index = fingerprint.NearDuplicateIndex()
+    index = fingerprint.NearDuplicateIndex(NEAR_DUP_MAX_BITS)
     rows = QAPair.objects.exclude(simhash=None)
     if exclude_pk is not None:
         rows = rows.exclude(pk=exclude_pk)
@@ -128,7 +128,8 @@ def near_duplicate_index(exclude_pk: int | None = None) -> fingerprint.NearDupli
 def find_near_duplicate(pair: QAPair) -> int | None:
     if pair.simhash is None:
         return None
-    return near_duplicate_index(exclude_pk=pair.pk).query(pair.simhash)
+    text = f"{pair.instruction}\n{pair.input}\n{pair.output}"
+    return near_duplicate_index(exclude_pk=pair.pk).query(pair.simhash, max_distance=fingerprint.near_duplicate_distance(text))
 
 
 def duplicate_of(content_hash: str, exclude_pk: int | None = None) -> QAPair | None:

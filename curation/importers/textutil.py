@@ -1,0 +1,78 @@
+"""Small helpers shared by the readers."""
+
+from __future__ import annotations
+
+import re
+
+# Separators for list-valued cells: ASCII and full-width commas/semicolons, the Chinese
+# enumeration comma and vertical bars.
+_LIST_SPLIT = re.compile(r"[,;，；、|｜\n]+")
+
+
+class BadRecord(Exception):
+    """A record of the wrong shape; becomes a RowIssue(kind="error")."""
+
+
+def as_text(value: object, name: str) -> str:
+    """A field value as stripped text. Numbers are accepted; containers are not."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        text = str(value)
+    else:
+        raise BadRecord(f"the '{name}' field is {_kind(value)}, not text")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.strip()
+
+
+def as_list(value: object, name: str) -> list[str]:
+    """Tags / codes: a list of strings, or one string split on , ; ， ； 、 |."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        items = [as_text(v, name) for v in value]
+    elif isinstance(value, (str, int, float)):
+        items = _LIST_SPLIT.split(as_text(value, name))
+    else:
+        raise BadRecord(f"the '{name}' field is {_kind(value)}, not text or a list")
+    return list(dict.fromkeys(i.strip() for i in items if i and i.strip()))
+
+
+def split_list(text: str) -> list[str]:
+    return list(dict.fromkeys(i.strip() for i in _LIST_SPLIT.split(text) if i.strip()))
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def kind_of_json(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return _kind(value)
+
+
+def empty_issue_text(question: str, answer: str) -> str | None:
+    """The reason a row is skipped for missing text, or None when both parts are there."""
+    if not question and not answer:
+        return "the question and the answer are empty."
+    if not question:
+        return "the question is empty."
+    if not answer:
+        return "the answer is empty."
+    return None
