@@ -27,6 +27,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 DATA_DIR = Path(env.path("MEDPORTAL_DATA_DIR", default=BASE_DIR / "var")).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
+(DATA_DIR / "staticfiles").mkdir(exist_ok=True)  # WhiteNoise warns about a missing root
 MEDIA_ROOT = DATA_DIR / "media"
 MEDIA_URL = "/media/"
 STATIC_URL = "/static/"

@@ -16,6 +16,14 @@ SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 _counter = itertools.count(1)
 
 
+@pytest.fixture(autouse=True)
+def _test_settings(settings):
+    """Fast password hashing, and static files served by the finders: tests never run
+    collectstatic, so the production manifest storage has no manifest to read."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+
+
 def _user(django_user_model, username: str, *roles: str):
     from django.contrib.auth.models import Group
 
