@@ -33,6 +33,7 @@ QA_FIELDS: tuple[str, ...] = (
     "input",
     "output",
     "system",
+    "history",
     "reasoning",
     "department",
     "tags",

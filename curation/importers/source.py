@@ -214,7 +214,7 @@ def read_columns(path: str | Path, *, format: str | None = None, encoding: str |
     if head.startswith(_ZIP):
         if format not in (None, "xlsx"):
             return []
-        columns, _, handle_ = tabular._xlsx_rows(path)
+        columns, _, handle_, _sheets = tabular._xlsx_rows(path)
         handle_[0].close()
         return columns
     if format == "xlsx":

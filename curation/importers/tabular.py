@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import re
 import sys
 import zipfile
@@ -32,6 +33,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     ),
     "input": ("input", "context", "contexts", "输入", "上下文", "补充说明", "背景"),
     "system": ("system", "system_prompt", "系统", "系统提示", "系统提示词"),
+    "history": ("history", "历史", "对话历史"),
     "reasoning": (
         "reasoning", "complex_cot", "cot", "chain_of_thought", "rationale", "thinking", "think",
         "推理", "推理过程", "思维链", "思考过程",
@@ -53,7 +55,7 @@ def _norm(name: str) -> str:
 
 
 _NORMALIZED_SYNONYMS = {f: tuple(_norm(s) for s in names) for f, names in SYNONYMS.items()}
-_GUESS_ORDER = ("instruction", "output", "input", "system", "reasoning", "department", "tags", "disease_codes", "source_ref")
+_GUESS_ORDER = ("instruction", "output", "input", "system", "history", "reasoning", "department", "tags", "disease_codes", "source_ref")
 
 _MCQ_QUESTION = ("question", "问题", "题目", "题干")
 _MCQ_ANSWER = ("answer", "答案")
@@ -238,19 +240,41 @@ def _load_workbook(path: Path):
         raise ImportFileError(f"Cannot open the file as an XLSX workbook ({type(exc).__name__}: {exc}).") from None
 
 
-def _xlsx_rows(path: Path) -> tuple[list[str], int | None, object]:
+def _qa_sheets(workbook) -> list:
+    """The sheets to read: the first whose header has question and answer columns, plus every
+    later sheet with the same header (MedPortal's own export: a summary sheet, then one sheet
+    per split). A workbook with no such sheet falls back to its first sheet."""
+    headers = []
+    for sheet in workbook.worksheets:
+        first = next(sheet.iter_rows(max_row=1, values_only=True), None)
+        headers.append(clean_header(first) if first and any(cell_text(c).strip() for c in first) else None)
+    for i, header in enumerate(headers):
+        if header and not is_mcq_header(header):
+            mapping = guess_mapping(header)
+            if "instruction" in mapping and "output" in mapping:
+                return [s for s, h in zip(workbook.worksheets[i:], headers[i:]) if h == header]
+    return workbook.worksheets[:1]
+
+
+def _xlsx_rows(path: Path) -> tuple[list[str], int | None, object, list[str]]:
     workbook = _load_workbook(path)
-    sheet = workbook.worksheets[0] if workbook.worksheets else None
-    if sheet is None:
+    sheets = _qa_sheets(workbook) if workbook.worksheets else []
+    if not sheets:
         workbook.close()
         raise ImportFileError("The workbook has no sheets.")
-    rows = sheet.iter_rows(values_only=True)
-    header = next(rows, None)
-    if not header or not any(cell_text(c).strip() for c in header):
+    first = next(sheets[0].iter_rows(max_row=1, values_only=True), None)
+    if not first or not any(cell_text(c).strip() for c in first):
         workbook.close()
         raise ImportFileError("The first row of the first sheet is empty: a header row with column names is required.")
-    total = sheet.max_row - 1 if sheet.max_row else None
-    return clean_header(header), total, (workbook, rows)
+
+    def chained():
+        for sheet in sheets:
+            it = sheet.iter_rows(values_only=True)
+            next(it, None)  # header
+            yield from it
+
+    total = sum(max((s.max_row or 1) - 1, 0) for s in sheets) if all(s.max_row for s in sheets) else None
+    return clean_header(first), total, (workbook, chained()), [s.title for s in sheets]
 
 
 # --------------------------------------------------------------------------- Source builders
@@ -267,7 +291,7 @@ def open_table(
 ) -> Source:
     """A CSV/TSV (``text`` given) or XLSX (``text`` None) file; ``fmt`` may be "mcq"."""
     if text is None:
-        columns, total, handle = _xlsx_rows(path)
+        columns, total, handle, _sheets = _xlsx_rows(path)
         handle[0].close()
 
         def rows() -> Iterator[list[str]]:
@@ -318,6 +342,11 @@ def _tabular_producer(columns, mapping, rows, file):
             if len(cells) < width:
                 cells = cells + [""] * (width - len(cells))
             values = {field: _clean(cells[i]) for field, i in fields}
+            try:
+                history = _history_cell(values.get("history", ""))
+            except ValueError as exc:
+                yield RowIssue(number, f"{label}: {exc}", "error", file)
+                continue
             reason = empty_issue_text(values.get("instruction", ""), values.get("output", ""))
             if reason:
                 yield RowIssue(number, f"{label}: {reason}", "skipped", file)
@@ -329,6 +358,7 @@ def _tabular_producer(columns, mapping, rows, file):
                 output=values["output"],
                 input=values.get("input", ""),
                 system=values.get("system", ""),
+                history=history,
                 reasoning=values.get("reasoning", ""),
                 department=values.get("department", ""),
                 tags=split_list(values["tags"]) if values.get("tags") else [],
@@ -339,6 +369,21 @@ def _tabular_producer(columns, mapping, rows, file):
             )
 
     return produce
+
+
+def _history_cell(text: str) -> list[list[str]]:
+    """A history column holds JSON: [[question, answer], ...] (as MedPortal's XLSX export writes)."""
+    if not text.strip():
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the history column is not JSON ({exc.msg} at character {exc.pos}).") from None
+    if not isinstance(value, list) or not all(
+        isinstance(t, list) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in value
+    ):
+        raise ValueError("the history column must be a JSON list of [question, answer] pairs.")
+    return [list(t) for t in value]
 
 
 _SPLITS = {"dev", "test", "val", "valid", "validation", "train"}

@@ -57,7 +57,7 @@ def test_formats_and_fields_are_the_contract():
         "csv", "tsv", "xlsx", "medquad", "pubmedqa", "mcq",
     )
     assert QA_FIELDS == (
-        "instruction", "input", "output", "system", "reasoning", "department", "tags", "disease_codes", "source_ref",
+        "instruction", "input", "output", "system", "history", "reasoning", "department", "tags", "disease_codes", "source_ref",
     )
 
 
