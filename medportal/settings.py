@@ -202,6 +202,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["medportal.roles.HasAnyRole"],
+    "ENUM_NAME_OVERRIDES": {
+        "QAPairStatusEnum": "curation.models.QAPair.Status",
+        "ImportBatchStatusEnum": "curation.models.ImportBatch.Status",
+    },
 }
 
 # --- MedPortal ------------------------------------------------------------------------------

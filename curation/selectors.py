@@ -1,0 +1,513 @@
+"""Reads for QA pairs, the review queue and reviewer agreement.
+
+Every QA pair a user sees is fetched through ``access_pair``; every list goes through
+``qa_pair_list`` / ``review_queue``, which own their ``select_related`` / ``prefetch_related``
+so that a page costs the same number of queries whatever its size.
+
+Search (see curation/lib/search.py) works the same on both databases: every query token must
+be a prefix of a token of the pair's search document. CJK text is indexed as overlapping
+bigrams, so a two-character query is an exact bigram match and a one-character query matches
+the bigrams that start with it. PostgreSQL uses the GIN-indexed ``to_tsvector('simple', …)``
+with a prefix tsquery; SQLite uses ``LIKE '% token%'`` over " " + the document.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import django_filters
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.db import connection
+from django.db.models import BooleanField, Count, Exists, F, OuterRef, Q, QuerySet, TextField, Value
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Concat
+from django.forms import Select
+from django.http import Http404
+from django.utils.translation import gettext_lazy as _
+
+from curation.lib import agreement as agreement_lib
+from curation.lib.search import query_tokens
+from curation.models import Comment, Department, QAPair, QAPairRevision, Review, Tag
+from medportal.audit import audit_events_for
+from medportal.errors import InvalidInput
+from medportal.roles import ALL_ROLES, has_role
+
+PAGE_SIZES = (25, 50, 100, 200)
+DEFAULT_PAGE_SIZE = 50
+
+
+# --- access -----------------------------------------------------------------------------------
+
+
+def _pair_queryset() -> QuerySet[QAPair]:
+    return QAPair.objects.select_related("department", "author", "near_duplicate_of", "import_batch").prefetch_related("tags")
+
+
+def access_pair(user, pk, *, for_update: bool = False) -> QAPair:
+    """The pair ``pk`` if ``user`` may see it, else 404 (403 for a user without any role).
+
+    Every MedPortal role reads every pair; what each role may *change* is decided by the
+    services. ``for_update`` locks the row (call inside ``transaction.atomic``).
+    """
+    if not has_role(user, *ALL_ROLES):
+        raise PermissionDenied
+    qs = _pair_queryset()
+    if for_update:
+        qs = qs.select_for_update(of=("self",))
+    try:
+        return qs.get(pk=int(pk))
+    except (QAPair.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such QA pair.") from None
+
+
+# --- search -----------------------------------------------------------------------------------
+
+
+def _tsquery(tokens: Iterable[str]) -> str:
+    return " & ".join("'{}':*".format(t.replace("'", "''").replace("\\", "\\\\")) for t in tokens)
+
+
+def qa_pair_search(qs: QuerySet[QAPair], q: str) -> QuerySet[QAPair]:
+    """Pairs whose search document holds every token of ``q`` (as a token prefix)."""
+    tokens = query_tokens(q or "")
+    if not tokens:
+        return qs
+    if connection.vendor == "postgresql":
+        table = QAPair._meta.db_table
+        match = RawSQL(
+            f"to_tsvector('simple'::regconfig, \"{table}\".\"search_text\") @@ to_tsquery('simple'::regconfig, %s)",
+            (_tsquery(tokens),),
+            output_field=BooleanField(),
+        )
+        return qs.filter(match)
+    qs = qs.alias(_search_doc=Concat(Value(" "), F("search_text"), output_field=TextField()))
+    for token in tokens:
+        qs = qs.filter(_search_doc__contains=" " + token)
+    return qs
+
+
+# --- list -------------------------------------------------------------------------------------
+
+
+def _user_queryset():
+    return get_user_model().objects.filter(is_active=True).order_by("username")
+
+
+_YES_NO = (("", _("All")), ("true", _("Yes")), ("false", _("No")))
+
+
+class QAPairFilter(django_filters.FilterSet):
+    """The filters of the pair list page and of GET /api/v1/pairs/ (one parser for both)."""
+
+    q = django_filters.CharFilter(method="_search", label=_("Search"))
+    status = django_filters.ChoiceFilter(choices=QAPair.Status.choices, label=_("Status"), empty_label=_("All"))
+    department = django_filters.ModelChoiceFilter(queryset=Department.objects.all(), label=_("Department"), empty_label=_("All"))
+    tag = django_filters.ModelChoiceFilter(field_name="tags", queryset=Tag.objects.all(), label=_("Tag"), empty_label=_("All"))
+    source = django_filters.CharFilter(field_name="source", label=_("Source"))
+    synthetic = django_filters.BooleanFilter(label=_("Synthetic"), widget=Select(choices=_YES_NO))
+    has_identifiers = django_filters.BooleanFilter(label=_("Identifier flag"), widget=Select(choices=_YES_NO))
+    author = django_filters.ModelChoiceFilter(queryset=_user_queryset(), label=_("Author"), empty_label=_("All"))
+    reviewer = django_filters.ModelChoiceFilter(
+        queryset=_user_queryset(), method="_reviewed_by", label=_("Reviewed by"), empty_label=_("All")
+    )
+    sort = django_filters.OrderingFilter(
+        fields=(("id", "id"), ("updated_at", "updated"), ("submitted_at", "submitted"), ("status", "status")),
+        field_labels={"id": _("Created"), "updated_at": _("Updated"), "submitted_at": _("Submitted"), "status": _("Status")},
+        label=_("Sort"),
+        empty_label=_("Newest first"),
+    )
+
+    class Meta:
+        model = QAPair
+        fields: list[str] = []
+
+    def _search(self, qs, name, value):
+        return qa_pair_search(qs, value)
+
+    def _reviewed_by(self, qs, name, value):
+        if not value:
+            return qs
+        return qs.filter(Exists(Review.objects.filter(qa_pair=OuterRef("pk"), reviewer=value)))
+
+
+FILTER_NAMES = tuple(QAPairFilter.base_filters)
+
+
+def qa_pair_filter(filters: Mapping | None) -> QAPairFilter:
+    """The bound filter set (its ``form`` renders the filter bar)."""
+    data = filters if filters is not None else {}
+    return QAPairFilter(data=data, queryset=_pair_queryset().defer("search_text"))
+
+
+def qa_pair_list(*, user, filters: Mapping | None = None) -> QuerySet[QAPair]:
+    """Pairs matching ``filters`` (the ``QAPairFilter`` names), newest first unless sorted.
+
+    Raises ``InvalidInput`` (with the field errors as details) on a malformed filter.
+    """
+    if not has_role(user, *ALL_ROLES):
+        raise PermissionDenied
+    fs = qa_pair_filter(filters)
+    if not fs.is_valid():
+        raise InvalidInput(str(_("Invalid filter.")), details={k: [str(m) for m in v] for k, v in fs.errors.items()})
+    qs = fs.qs
+    return qs.order_by(*qs.query.order_by, "-id")  # the id breaks ties: stable pages
+
+
+def page_size_from(value, default: int = DEFAULT_PAGE_SIZE) -> int:
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        return default
+    return size if size in PAGE_SIZES else default
+
+
+# --- review queue -----------------------------------------------------------------------------
+
+
+def reviewer_department_ids(user) -> list[int]:
+    return list(user.review_departments.values_list("id", flat=True))
+
+
+def review_queue(*, user, all_departments: bool = False, department_ids: list[int] | None = None) -> QuerySet[QAPair]:
+    """Pairs waiting for ``user``'s review, oldest submission first.
+
+    In review, not authored by ``user``, not yet reviewed by ``user`` in the current round.
+    A reviewer assigned to departments sees those departments (plus pairs with no department)
+    unless ``all_departments``; a reviewer without departments sees everything.
+    """
+    if not has_role(user, *ALL_ROLES):
+        raise PermissionDenied
+    already = Review.objects.filter(qa_pair=OuterRef("pk"), reviewer=user, round=OuterRef("review_round"))
+    qs = (
+        QAPair.objects.filter(status=QAPair.Status.IN_REVIEW)
+        .exclude(author=user)
+        .exclude(Exists(already))
+        .select_related("department", "author")
+        .prefetch_related("tags")
+        .defer("search_text")
+    )
+    if not all_departments:
+        ids = reviewer_department_ids(user) if department_ids is None else department_ids
+        if ids:
+            qs = qs.filter(Q(department_id__in=ids) | Q(department__isnull=True))
+    return qs.order_by(F("submitted_at").asc(nulls_last=True), "id")
+
+
+# --- detail -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    text: str
+    kind: str = ""  # identifier kind for highlighting, or diff op ("eq", "ins", "del", "skip")
+
+
+def identifier_segments(text: str, findings: Iterable[Mapping]) -> list[Segment]:
+    """``text`` cut into plain and identifier segments (the template escapes each one).
+
+    Findings whose offsets no longer match the text are ignored; overlapping ones keep the
+    first.
+    """
+    spans = []
+    for f in findings:
+        try:
+            start, end = int(f["start"]), int(f["end"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if 0 <= start < end <= len(text) and text[start:end] == f.get("text", text[start:end]):
+            spans.append((start, end, str(f.get("kind", "identifier"))))
+    spans.sort()
+    out: list[Segment] = []
+    pos = 0
+    for start, end, kind in spans:
+        if start < pos:
+            continue
+        if start > pos:
+            out.append(Segment(text[pos:start]))
+        out.append(Segment(text[start:end], kind))
+        pos = end
+    if pos < len(text):
+        out.append(Segment(text[pos:]))
+    return out
+
+
+def history_display_text(history) -> str:
+    from curation.services.core import history_text
+
+    return history_text(history)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldView:
+    name: str
+    label: str
+    segments: list[Segment]
+
+
+def qa_pair_content_view(pair: QAPair) -> list[FieldView]:
+    """The non-empty content fields of ``pair`` with identifiers marked."""
+    by_field: dict[str, list] = defaultdict(list)
+    for f in pair.identifiers or ():
+        if isinstance(f, Mapping):
+            by_field[f.get("field", "")].append(f)
+    out = []
+    for name in ("system", "history", "instruction", "input", "output", "reasoning"):
+        text = history_display_text(pair.history) if name == "history" else getattr(pair, name)
+        if text:
+            label = str(QAPair._meta.get_field(name).verbose_name)
+            out.append(FieldView(name, label, identifier_segments(text, by_field.get(name, ()))))
+    return out
+
+
+_DIFF_TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]|\w+|\s+|.", re.S)
+_DIFF_CONTEXT = 60
+
+
+def _diff_tokens(text: str) -> list[str]:
+    return _DIFF_TOKEN.findall(text)
+
+
+def text_diff(old: str, new: str) -> list[Segment]:
+    """Segments ("eq"/"ins"/"del"/"skip") turning ``old`` into ``new``.
+
+    CJK text is compared character by character, other scripts word by word, so the result
+    reads well in both. Long unchanged stretches are shortened to their ends ("skip").
+    """
+    a, b = _diff_tokens(old), _diff_tokens(new)
+    raw: list[Segment] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            raw.append(Segment("".join(a[i1:i2]), "eq"))
+            continue
+        if op in ("delete", "replace"):
+            raw.append(Segment("".join(a[i1:i2]), "del"))
+        if op in ("insert", "replace"):
+            raw.append(Segment("".join(b[j1:j2]), "ins"))
+    out: list[Segment] = []
+    for i, seg in enumerate(raw):
+        if seg.kind == "eq" and len(seg.text) > 3 * _DIFF_CONTEXT:
+            head = seg.text[:_DIFF_CONTEXT] if i > 0 else ""
+            tail = seg.text[-_DIFF_CONTEXT:] if i < len(raw) - 1 else ""
+            if head:
+                out.append(Segment(head, "eq"))
+            out.append(Segment("…", "skip"))
+            if tail:
+                out.append(Segment(tail, "eq"))
+        else:
+            out.append(seg)
+    return out
+
+
+def _field_text(name: str, value) -> str:
+    if value is None:
+        return ""
+    if name == "history":
+        return history_display_text(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return str(value)
+
+
+REVISION_FIELDS = (
+    "instruction",
+    "input",
+    "output",
+    "system",
+    "history",
+    "reasoning",
+    "department",
+    "tags",
+    "disease_codes",
+    "difficulty",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDiff:
+    name: str
+    label: str
+    segments: list[Segment]
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionView:
+    revision: QAPairRevision
+    diffs: list[FieldDiff] = field(default_factory=list)
+
+
+def revision_diffs(revisions: list[QAPairRevision]) -> list[RevisionView]:
+    """Each revision (newest first) with its field diffs against the one before it."""
+    out = []
+    previous: dict | None = None
+    for rev in revisions:
+        diffs = []
+        if previous is not None:
+            for name in REVISION_FIELDS:
+                old, new = _field_text(name, previous.get(name)), _field_text(name, rev.content.get(name))
+                if old != new:
+                    label = str(QAPair._meta.get_field(name).verbose_name)
+                    diffs.append(FieldDiff(name, label, text_diff(old, new)))
+        out.append(RevisionView(rev, diffs))
+        previous = rev.content or {}
+    out.reverse()
+    return out
+
+
+def qa_pair_reviews(pair: QAPair) -> list[Review]:
+    return list(pair.reviews.select_related("reviewer").order_by("-round", "created_at", "id"))
+
+
+def qa_pair_comments(pair: QAPair) -> QuerySet[Comment]:
+    return pair.comments.select_related("author").order_by("created_at", "id")
+
+
+def qa_pair_revisions(pair: QAPair) -> list[RevisionView]:
+    return revision_diffs(list(pair.revisions.select_related("editor").order_by("number")))
+
+
+def qa_pair_audit_events(pair: QAPair, limit: int = 200):
+    return list(audit_events_for(pair)[:limit])
+
+
+def qa_pair_reviewed_in_round(pair: QAPair, user) -> bool:
+    return pair.reviews.filter(reviewer=user, round=pair.review_round).exists()
+
+
+def qa_pair_approvals(pair: QAPair) -> int:
+    return pair.reviews.filter(round=pair.review_round, decision=Review.Decision.APPROVE).count()
+
+
+# --- agreement --------------------------------------------------------------------------------
+
+DECISIONS = tuple(Review.Decision.values)
+KAPPA_REASONS = {
+    agreement_lib.NO_SUBJECTS: _("no pair was reviewed by two or more reviewers in the same round"),
+    agreement_lib.ONE_CATEGORY: _("every decision was the same, so chance agreement is 100% and kappa is undefined"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class KappaView:
+    value: float | None
+    n: int
+    reason: str  # translated; empty when defined
+
+    @property
+    def defined(self) -> bool:
+        return self.value is not None
+
+
+def _kappa_view(k: agreement_lib.Kappa) -> KappaView:
+    return KappaView(k.value, k.n, str(KAPPA_REASONS.get(k.reason, k.reason)) if k.reason else "")
+
+
+@dataclass(frozen=True, slots=True)
+class PairwiseAgreement:
+    other: object  # user
+    n: int
+    percent: float | None
+    kappa: KappaView
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewerAgreement:
+    reviewer: object  # user
+    reviews: int  # all the reviewer's reviews
+    co_reviewed: int  # (pair, round)s the reviewer shares with at least one other reviewer
+    percent: float | None
+    pairwise: list[PairwiseAgreement]
+
+
+@dataclass(frozen=True, slots=True)
+class AgreementReport:
+    subjects: int  # (pair, round) with at least two reviews
+    ratings: int  # reviews over those subjects
+    fleiss: KappaView
+    decision_counts: dict  # decision label → number of reviews
+    reviewers: list[ReviewerAgreement]
+
+
+def review_agreement() -> AgreementReport:
+    """Agreement between reviewers over the pairs that several of them reviewed in one round."""
+    multi = (
+        Review.objects.values("qa_pair_id", "round")
+        .order_by()
+        .annotate(n=Count("id"))
+        .filter(n__gte=2)
+        .values_list("qa_pair_id", "round")
+    )
+    keys = set(multi)
+    rows = []
+    if keys:
+        pair_ids = {pk for pk, _ in keys}
+        rows = [
+            r
+            for r in Review.objects.filter(qa_pair_id__in=pair_ids).values_list("qa_pair_id", "round", "reviewer_id", "decision")
+            if (r[0], r[1]) in keys
+        ]
+    subjects: dict[tuple[int, int], dict[int, str]] = defaultdict(dict)
+    for pair_id, rnd, reviewer_id, decision in rows:
+        subjects[(pair_id, rnd)][reviewer_id] = decision
+    fleiss = agreement_lib.fleiss([list(s.values()) for s in subjects.values()], DECISIONS)
+
+    co: dict[tuple[int, int], list[tuple[str, str]]] = defaultdict(list)
+    for ratings in subjects.values():
+        for a, b in combinations(sorted(ratings), 2):
+            co[(a, b)].append((ratings[a], ratings[b]))
+    shared = Counter(rid for ratings in subjects.values() for rid in ratings)
+    totals = (
+        dict(
+            Review.objects.filter(reviewer_id__in=shared.keys())
+            .values("reviewer_id")
+            .order_by()
+            .annotate(n=Count("id"))
+            .values_list("reviewer_id", "n")
+        )
+        if shared
+        else {}
+    )
+    users = {u.pk: u for u in get_user_model().objects.filter(pk__in=shared.keys())}
+    reviewers = []
+    for rid in sorted(shared, key=lambda pk: users[pk].get_username()):
+        pairwise = []
+        all_pairs: list[tuple[str, str]] = []
+        for (a, b), labels in co.items():
+            if rid not in (a, b):
+                continue
+            other = b if a == rid else a
+            mine = labels if a == rid else [(y, x) for x, y in labels]
+            all_pairs.extend(mine)
+            pairwise.append(
+                PairwiseAgreement(
+                    other=users[other],
+                    n=len(mine),
+                    percent=agreement_lib.percent_agreement(mine),
+                    kappa=_kappa_view(agreement_lib.cohen(mine, DECISIONS)),
+                )
+            )
+        pairwise.sort(key=lambda p: p.other.get_username())
+        reviewers.append(
+            ReviewerAgreement(
+                reviewer=users[rid],
+                reviews=totals.get(rid, 0),
+                co_reviewed=shared[rid],
+                percent=agreement_lib.percent_agreement(all_pairs),
+                pairwise=pairwise,
+            )
+        )
+    return AgreementReport(
+        subjects=len(subjects),
+        ratings=len(rows),
+        fleiss=_kappa_view(fleiss),
+        decision_counts={str(Review.Decision(code).label): n for code, n in sorted(Counter(r[3] for r in rows).items())},
+        reviewers=reviewers,
+    )
