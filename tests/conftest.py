@@ -18,9 +18,11 @@ _counter = itertools.count(1)
 
 @pytest.fixture(autouse=True)
 def _test_settings(settings):
-    """Fast password hashing, and static files served by the finders: tests never run
+    """English messages, fast password hashing, and static files served by the finders: tests never run
     collectstatic, so the production manifest storage has no manifest to read."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Tests assert English messages; tests of the Chinese UI set zh-hans themselves.
+    settings.LANGUAGE_CODE = "en"
     settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
 
 

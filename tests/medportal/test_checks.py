@@ -1,3 +1,7 @@
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+
 from django.core.checks import run_checks
 from django.test import override_settings
 
@@ -6,7 +10,13 @@ def _ids():
     return {m.id for m in run_checks(tags=["security"])}
 
 
-@override_settings(DEBUG=False, SECRET_KEY="medportal-insecure-development-key-do-not-use-in-production", REDIS_URL=None, SESSION_COOKIE_SECURE=False)
+@override_settings(
+    DEBUG=False,
+    SECRET_KEY="medportal-insecure-development-key-do-not-use-in-production",
+    REDIS_URL=None,
+    SESSION_COOKIE_SECURE=False,
+    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "x.sqlite3"}},
+)
 def test_it_warns_about_unsafe_production_settings():
     ids = _ids()
     assert {"medportal.W001", "medportal.W002", "medportal.W003", "medportal.W005"} <= ids
