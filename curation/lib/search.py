@@ -14,26 +14,42 @@ import re
 import unicodedata
 
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_RUN = re.compile(rf"([{_CJK}]+)|[^\W_{_CJK}]+")
+_CJK_RUN = re.compile(rf"[{_CJK}]{{2,}}")  # runs that yield bigrams
+_SINGLE = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")  # lone CJK characters and other-script words
+# NFKC matters here only for full-width letters and digits (ＣＴ → ct); checking for them first
+# skips a normalisation pass over almost every Chinese text.
+_FULLWIDTH = re.compile("[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\uf900-\ufaff]")
+
+
+def _prepare(text: str) -> str:
+    if _FULLWIDTH.search(text):
+        text = unicodedata.normalize("NFKC", text)
+    return text.lower()
 
 
 def analyze(text: str) -> list[str]:
-    """Tokens of ``text`` in order (duplicates kept)."""
-    tokens: list[str] = []
-    for match in _RUN.finditer(unicodedata.normalize("NFKC", text).lower()):
-        run = match.group()
-        if match.lastindex and len(run) > 1:
-            tokens.extend(map(str.__add__, run, run[1:]))  # overlapping bigrams, at C speed
-        else:
-            tokens.append(run)
-    return tokens
+    """Tokens of ``text`` in order of first appearance, without duplicates."""
+    text = _prepare(text)
+    tokens: dict[str, None] = {}
+    pos = 0
+    for run in _CJK_RUN.finditer(text):
+        tokens.update(dict.fromkeys(_SINGLE.findall(text, pos, run.start())))
+        s = run.group()
+        tokens.update(dict.fromkeys(map(str.__add__, s, s[1:])))  # overlapping bigrams, at C speed
+        pos = run.end()
+    tokens.update(dict.fromkeys(_SINGLE.findall(text, pos)))
+    return list(tokens)
 
 
 def index_text(*texts: str) -> str:
-    """The stored search document: distinct tokens joined by spaces."""
-    return " ".join(dict.fromkeys(t for text in texts if text for t in analyze(text)))
+    """The stored search document: distinct tokens, in order of first appearance, joined by spaces."""
+    text = _prepare("\n".join(t for t in texts if t))
+    tokens = _SINGLE.findall(_CJK_RUN.sub(" ", text))
+    for run in _CJK_RUN.findall(text):
+        tokens += map(str.__add__, run, run[1:])  # overlapping bigrams, at C speed
+    return " ".join(dict.fromkeys(tokens))
 
 
 def query_tokens(query: str) -> list[str]:
     """Distinct tokens of a user query, at most 32 (longer queries are cut)."""
-    return list(dict.fromkeys(analyze(query)))[:32]
+    return analyze(query)[:32]

@@ -95,6 +95,18 @@ def revision_record(*, pair: QAPair, editor, note: str = "") -> QAPairRevision:
     return QAPairRevision.objects.create(qa_pair=pair, number=last + 1, editor=editor, content=pair_content(pair), note=note[:255])
 
 
+def revision_ensure_initial(pair: QAPair) -> None:
+    """Record the pair's current content as revision 1 if it has no revision yet.
+
+    Imports do not write a revision per pair (that would store every text twice); the
+    content as imported becomes revision 1, dated at the import, just before the first edit.
+    Call it before changing a pair's content or labels.
+    """
+    if not pair.revisions.exists():
+        rev = QAPairRevision.objects.create(qa_pair=pair, number=1, editor=pair.author, content=pair_content(pair), note="imported")
+        QAPairRevision.objects.filter(pk=rev.pk).update(created_at=pair.created_at)
+
+
 def department_get_or_create(name: str) -> Department | None:
     name = (name or "").strip()[:100]
     if not name:

@@ -276,6 +276,7 @@ def qa_pair_update(*, pair: QAPair, editor, version: int, note: str = "", **chan
         return pair
 
     with transaction.atomic():
+        core.revision_ensure_initial(pair)
         fields: dict = {}
         for name in changed_fields:
             setattr(pair, name, data[name])
@@ -373,6 +374,7 @@ def qa_pair_mask_identifiers(*, pair: QAPair, editor, version: int) -> QAPair:
         kinds[f.get("kind", "?")] = kinds.get(f.get("kind", "?"), 0) + 1
 
     with transaction.atomic():
+        core.revision_ensure_initial(pair)  # then masked below with the other revisions
         for name in TEXT_FIELDS:
             value = getattr(pair, name)
             if value:
@@ -456,6 +458,7 @@ def qa_pair_bulk_label(
             if pair.status not in EDITABLE:
                 result.skipped[pk] = _("A pair that is %(status)s cannot be edited.") % {"status": pair.get_status_display()}
                 continue
+            core.revision_ensure_initial(pair)
             fields: dict = {}
             if dept is not None:
                 fields["department"] = dept

@@ -20,7 +20,7 @@ Flow (docs/import-service.md has the user-facing version):
      batch before anything was written.
    * **write** (one short transaction, all or nothing): labels, the pairs (``fast_insert``:
      one prepared INSERT through ``executemany``), tag links through the M2M table, the
-     first revision of every pair, the batch report and the audit events.
+     batch report and the audit events (revision 1 of a pair is written at its first edit).
 
    There is never a half-done import: either every new pair of the file is stored, or none.
 """
@@ -32,11 +32,10 @@ import logging
 import os
 import shutil
 import time
-import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import islice
 from pathlib import Path
 
 from django.conf import settings
@@ -46,10 +45,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from curation.importers import FORMATS, QA_FIELDS, ImportFileError, ParsedRecord, RowIssue, open_source, read_columns
-from curation.lib import fingerprint, identifiers
-from curation.lib.search import analyze
-from curation.models import Department, ImportBatch, QAPair, QAPairRevision, Tag
-from curation.services.core import SCANNED_FIELDS, history_text, near_duplicate_index
+from curation.lib import fingerprint
+from curation.models import Department, ImportBatch, QAPair, Tag
+from curation.services.core import derive, near_duplicate_index
 from medportal.audit import audit_record
 from medportal.errors import InvalidInput, NotAllowed
 from medportal.roles import CURATOR, has_role, is_admin
@@ -374,41 +372,36 @@ def _progress(batch_id: int, done: int, total: int | None) -> None:
     ImportBatch.objects.filter(pk=batch_id).update(rows_done=done, rows_total=total)
 
 
-def _index_text(*texts: str) -> str:
-    """``search.index_text`` with the token loop in C (same output, ~10% faster)."""
-    return " ".join(dict.fromkeys(chain.from_iterable(map(analyze, filter(None, texts)))))
+def _stored_pks(hashes: list[str]) -> dict[str, int]:
+    """content_hash → pk of the stored pairs among ``hashes``.
+
+    Plain SQL in chunks: the ORM's ``__in`` lookup spends more time preparing thousands of
+    parameters than the database spends answering.
+    """
+    table = connection.ops.quote_name(QAPair._meta.db_table)
+    found: dict[str, int] = {}
+    with connection.cursor() as cursor:
+        for i in range(0, len(hashes), CHUNK):
+            part = hashes[i : i + CHUNK]
+            cursor.execute(f"SELECT content_hash, id FROM {table} WHERE content_hash IN ({', '.join(['%s'] * len(part))})", part)
+            found.update(cursor.fetchall())
+    return found
 
 
 def derive_many(rows: list[dict]) -> None:
-    """``core.derive`` for many pairs at once, written into each dict; identical results.
-
-    ``rows`` hold the content fields by name. Each field is normalized once
-    (``fingerprint.record_fingerprints``) instead of twice.
-    tests/curation/test_import_service.py checks the results against ``core.derive``.
-    """
-    find = identifiers.find_identifiers
-    fingerprints = fingerprint.record_fingerprints
-    nfkc = unicodedata.normalize
+    """``core.derive`` for each row dict (content fields by name), written into the dict."""
     for row in rows:
-        found: list[dict] = []
-        for name in SCANNED_FIELDS:
-            text = row[name]
-            if text:
-                for f in find(text):
-                    found.append({"field": name, "kind": f.kind, "start": f.start, "end": f.end, "text": f.text})
-        history = row["history"]
-        if history:
-            hist = history_text(history)
-            if hist:
-                for f in find(hist):
-                    found.append({"field": "history", "kind": f.kind, "start": f.start, "end": f.end, "text": f.text})
-        # Both the fingerprint and the search analysis start with NFKC, which is idempotent:
-        # normalizing once here lets their own NFKC calls return at once (quick check).
-        instruction, input_, output = (nfkc("NFKC", row["instruction"]), nfkc("NFKC", row["input"]), nfkc("NFKC", row["output"]))
-        row["content_hash"], row["simhash"] = fingerprints(instruction, input_, output)
-        row["identifiers"] = found
-        row["has_identifiers"] = bool(found)
-        row["search_text"] = _index_text(instruction, input_, output)
+        d = derive(
+            instruction=row["instruction"],
+            input=row["input"],
+            output=row["output"],
+            system=row["system"],
+            history=row["history"],
+            reasoning=row["reasoning"],
+        )
+        row["content_hash"], row["simhash"] = d.content_hash, d.simhash
+        row["identifiers"], row["has_identifiers"] = d.identifiers, d.has_identifiers
+        row["search_text"] = d.search_text
 
 
 def _read(batch: ImportBatch, options: ImportOptions) -> _Plan:
@@ -460,9 +453,7 @@ def _read(batch: ImportBatch, options: ImportOptions) -> _Plan:
             }
             fresh.append((item, values))
         derive_many([v for _, v in fresh])
-        stored = dict(
-            QAPair.objects.filter(content_hash__in={v["content_hash"] for _, v in fresh}).values_list("content_hash", "pk")
-        )
+        stored = _stored_pks(list({v["content_hash"] for _, v in fresh}))
         for item, values in fresh:
             h = values["content_hash"]
             if h in stored or h in plan.hash_to_pending:
@@ -588,22 +579,6 @@ def fast_insert(model: type[models.Model], rows: list[dict], *, now) -> int:
     return len(values)
 
 
-def _revision_content(values: dict, department: str, tags: list[str]) -> dict:
-    """What ``core.pair_content`` returns for the new pair."""
-    return {
-        "instruction": values["instruction"],
-        "input": values["input"],
-        "output": values["output"],
-        "system": values["system"],
-        "history": values["history"] or [],
-        "reasoning": values["reasoning"],
-        "department": department,
-        "tags": sorted(tags),
-        "disease_codes": list(values["disease_codes"] or []),
-        "difficulty": "",
-    }
-
-
 def _clean_labels(plan: _Plan) -> None:
     for p in plan.pending:
         p.department = (p.department or "").strip()[:100]
@@ -628,9 +603,7 @@ def _write(batch: ImportBatch, options: ImportOptions, plan: _Plan) -> None:
                 cursor.execute("SET LOCAL gin_pending_list_limit = '64MB'")
         # Re-check the keys: a pair with the same text may have been stored since phase 1.
         hashes = [p.values["content_hash"] for p in pending]
-        late: dict[str, int] = {}
-        for i in range(0, len(hashes), CHUNK):
-            late.update(QAPair.objects.filter(content_hash__in=hashes[i : i + CHUNK]).values_list("content_hash", "pk"))
+        late = _stored_pks(hashes)
         issues = [dict(x) for x in plan.issues]
         duplicate_refs = dict(plan.duplicate_refs)
         dropped: set[int] = set()
@@ -674,21 +647,8 @@ def _write(batch: ImportBatch, options: ImportOptions, plan: _Plan) -> None:
         links = [{"qapair_id": pk_of[k], "tag_id": tags[n]} for k in keep for n in pending[k].tags]
         if links:
             fast_insert(QAPair.tags.through, links, now=now)
-        note = f"import #{batch.pk}"
-        fast_insert(
-            QAPairRevision,
-            [
-                {
-                    "qa_pair_id": pk_of[k],
-                    "number": 1,
-                    "editor_id": user.pk,
-                    "content": _revision_content(pending[k].values, pending[k].department, pending[k].tags),
-                    "note": note,
-                }
-                for k in keep
-            ],
-            now=now,
-        )
+        # No revision rows here: the content as imported becomes revision 1 just before the
+        # first edit (core.revision_ensure_initial), so an import does not store every text twice.
 
         for i, (where, ref) in duplicate_refs.items():
             # Stored in English for the API and the command; the page renders its own

@@ -9,6 +9,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from curation.models import Department, ImportBatch, QAPair, QAPairRevision, Tag
+from curation.services.editing import qa_pair_update
 from curation.services import core
 from curation.services import imports as svc
 from curation.services.imports import (
@@ -108,10 +109,14 @@ def test_it_imports_an_alpaca_file_with_provenance_revision_and_audit(curator, t
     first = pairs[0]
     assert first.author == curator and first.status == QAPair.Status.DRAFT and first.decided_at is None
     assert first.source == "gastro.jsonl (alpaca)"
-    revisions = QAPairRevision.objects.filter(qa_pair__import_batch=batch)
-    assert revisions.count() == 5
-    rev = revisions.get(qa_pair=first)
-    assert rev.number == 1 and rev.editor == curator and rev.content == core.pair_content(first)
+    # An import stores each text once: revision 1 ("as imported") is written at the first edit.
+    assert not QAPairRevision.objects.filter(qa_pair__import_batch=batch).exists()
+    as_imported = core.pair_content(first)
+    qa_pair_update(pair=first, editor=curator, version=first.version, output=first.output + " 已补充。")
+    revs = list(QAPairRevision.objects.filter(qa_pair=first).order_by("number"))
+    assert [r.number for r in revs] == [1, 2]
+    assert revs[0].content == as_imported and revs[0].editor == curator and revs[0].created_at == first.created_at
+    assert revs[1].content["output"].endswith("已补充。")
     run_event = AuditEvent.objects.get(action="import.run", target_id=str(batch.pk))
     assert run_event.actor == curator and run_event.changes["created"] == 5
     assert AuditEvent.objects.filter(action="import.create", target_id=str(batch.pk)).exists()
@@ -192,8 +197,7 @@ def test_departments_come_from_the_record_or_else_the_option_and_tags_are_linked
     assert [t.name for t in two.tags.all()] == ["头晕"]
     assert set(Department.objects.values_list("name", flat=True)) >= {"消化科", "全科"}
     assert Tag.objects.filter(name="胃痛").count() == 1
-    rev = QAPairRevision.objects.get(qa_pair=one)
-    assert rev.content["department"] == "消化科" and rev.content["tags"] == ["用药", "胃痛"]
+    assert core.pair_content(one)["department"] == "消化科" and core.pair_content(one)["tags"] == ["用药", "胃痛"]
 
 
 def test_a_gb18030_csv_with_an_explicit_mapping_keeps_unmapped_columns_in_extra(curator, tmp_path):
@@ -240,11 +244,14 @@ def test_a_truncated_json_file_creates_nothing_and_keeps_the_error(curator, tmp_
 
 
 def test_a_failure_in_the_write_phase_rolls_back_every_pair(curator, tmp_path, monkeypatch):
-    path = write_jsonl(tmp_path / "boom.jsonl", alpaca(30))
+    rows = alpaca(30)
+    for r in rows:
+        r["tags"] = ["胃痛"]
+    path = write_jsonl(tmp_path / "boom.jsonl", rows)
     real = svc.fast_insert
 
     def failing(model, rows, *, now):
-        if model is QAPairRevision:
+        if model is QAPair.tags.through:  # the last insert: the pairs are already written
             raise RuntimeError("disk full")
         return real(model, rows, now=now)
 
