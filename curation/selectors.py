@@ -28,7 +28,7 @@ from django.db import connection
 from django.db.models import BooleanField, Count, Exists, F, OuterRef, Q, QuerySet, TextField, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Concat
-from django.forms import Select
+from django.forms import HiddenInput, Select
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 
@@ -111,6 +111,7 @@ class QAPairFilter(django_filters.FilterSet):
     department = django_filters.ModelChoiceFilter(queryset=Department.objects.all(), label=_("Department"), empty_label=_("All"))
     tag = django_filters.ModelChoiceFilter(field_name="tags", queryset=Tag.objects.all(), label=_("Tag"), empty_label=_("All"))
     source = django_filters.CharFilter(field_name="source", label=_("Source"))
+    import_batch = django_filters.NumberFilter(field_name="import_batch_id", label=_("Import batch"), widget=HiddenInput)
     synthetic = django_filters.BooleanFilter(label=_("Synthetic"), widget=Select(choices=_YES_NO))
     has_identifiers = django_filters.BooleanFilter(label=_("Identifier flag"), widget=Select(choices=_YES_NO))
     author = django_filters.ModelChoiceFilter(queryset=_user_queryset(), label=_("Author"), empty_label=_("All"))

@@ -130,6 +130,14 @@ def test_it_filters_by_source_synthetic_and_identifier_flag(corpus, curator):
     assert ids(curator, has_identifiers="true") == {corpus["pii"].pk}
 
 
+def test_it_filters_by_import_batch(corpus, curator):
+    from curation.models import ImportBatch
+
+    batch = ImportBatch.objects.create(created_by=curator, filename="x.jsonl", status=ImportBatch.Status.DONE)
+    QAPair.objects.filter(pk=corpus["zh"].pk).update(import_batch=batch)
+    assert ids(curator, import_batch=str(batch.pk)) == {corpus["zh"].pk}
+
+
 def test_it_filters_by_author(corpus, curator, curator2):
     assert ids(curator, author=str(curator2.pk)) == {corpus["en"].pk}
 
