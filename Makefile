@@ -43,7 +43,7 @@ bench: install
 	$(PY) bench/list_latency.py
 
 messages: install
-	cd $(CURDIR) && $(PY) manage.py makemessages -l zh_Hans --ignore '.venv/*' --ignore 'var/*' && $(PY) manage.py compilemessages -l zh_Hans --ignore '.venv/*'
+	cd $(CURDIR) && $(PY) manage.py makemessages -l zh_Hans --ignore '.venv/*' --ignore 'var/*' --ignore 'tests/*' --ignore 'bench/*' && $(PY) manage.py compilemessages -l zh_Hans --ignore '.venv/*'
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

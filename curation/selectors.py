@@ -31,6 +31,8 @@ from django.db.models.functions import Concat
 from django.forms import HiddenInput, Select
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
+
 
 from curation.lib import agreement as agreement_lib
 from curation.lib.search import query_tokens
@@ -101,6 +103,11 @@ def _user_queryset():
 
 
 _YES_NO = (("", _("All")), ("true", _("Yes")), ("false", _("No")))
+
+
+# django-filter's OrderingFilter labels descending options with this string, but ships only a
+# zh_CN catalog, which Django never loads for zh-hans: MedPortal's catalog carries it.
+gettext_noop("%s (descending)")
 
 
 class QAPairFilter(django_filters.FilterSet):

@@ -144,7 +144,7 @@ def test_translations_keep_every_placeholder(catalog):
 def test_translations_are_chinese_where_the_source_is_prose(catalog):
     _, entries = catalog
     # Product and format names stay as they are; everything with ordinary words is translated.
-    prose = [e for e in entries if re.search(r"\b(?:the|a|is|of|and|to)\b", e.msgid, re.I)]
+    prose = [e for e in entries if re.search(r"\b(?:the|a|is|of|and|to)\b", e.msgid, re.IGNORECASE)]
     assert [e.key for e in prose if not re.search(r"[\u4e00-\u9fff]", e.msgstr[0])] == []
 
 
@@ -261,8 +261,10 @@ def test_the_source_scan_sees_templates_python_plurals_and_contexts():
 
 # --- the pages --------------------------------------------------------------------------------
 
+
 @pytest.fixture(autouse=True)
 def _chinese_is_the_default(settings):
+    """The project default (MEDPORTAL_LANGUAGE unset); tests/conftest.py runs other tests in English."""
     settings.LANGUAGE_CODE = "zh-hans"
 
 
