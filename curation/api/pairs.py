@@ -16,7 +16,7 @@ from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.pagination import PageNumberPagination
+from medportal.pagination import CappedPageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -40,7 +40,7 @@ from medportal.roles import ADMIN, ALL_ROLES, CLINICIAN, CURATOR, HasRole
 ERROR = OpenApiResponse(description='Error body: {"error": {"code", "message", "details"}}')
 
 
-class PairPagination(PageNumberPagination):
+class PairPagination(CappedPageNumberPagination):
     page_size = selectors.DEFAULT_PAGE_SIZE
     page_size_query_param = "page_size"
     max_page_size = max(selectors.PAGE_SIZES)

@@ -7,7 +7,6 @@ from itertools import groupby
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
 from django.forms import Select
 from django.http import HttpResponseRedirect
 from django.shortcuts import redirect, render
@@ -22,7 +21,11 @@ from curation.forms import BulkForm, CommentForm, PairForm, ReopenForm, ReviewFo
 from curation.models import Department, QAPair
 from curation.services import editing, review
 from medportal.errors import ApplicationError, Conflict, InvalidInput, NotAllowed
+from medportal.pagination import CappedPaginator
 from medportal.roles import ADMIN, CLINICIAN, CURATOR, role_required
+
+# The list rows show a truncated question and labels: leave the long texts in the database.
+LIST_DEFERRED = ("input", "output", "system", "history", "reasoning", "search_text", "identifiers", "extra", "synthetic_meta")
 
 
 def _safe_next(request, fallback: str) -> str:
@@ -55,7 +58,7 @@ def pair_list(request):
     except InvalidInput as exc:
         pairs, filter_errors = QAPair.objects.none(), exc.details
     page_size = selectors.page_size_from(request.GET.get("page_size"))
-    page = Paginator(pairs, page_size).get_page(request.GET.get("page"))
+    page = CappedPaginator(pairs.defer(*LIST_DEFERRED), page_size).get_page(request.GET.get("page"))
     return render(
         request,
         "curation/pair_list.html",
@@ -355,7 +358,7 @@ def review_queue(request):
     department_ids = selectors.reviewer_department_ids(request.user)
     pairs = selectors.review_queue(user=request.user, all_departments=show_all, department_ids=department_ids)
     page_size = selectors.page_size_from(request.GET.get("page_size"))
-    page = Paginator(pairs, page_size).get_page(request.GET.get("page"))
+    page = CappedPaginator(pairs.defer(*LIST_DEFERRED), page_size).get_page(request.GET.get("page"))
     return render(
         request,
         "curation/review_queue.html",
