@@ -35,7 +35,7 @@ from django.utils.translation import gettext_noop
 
 
 from curation.lib import agreement as agreement_lib
-from curation.lib.search import query_tokens
+from curation.lib.search import is_cjk_bigram, query_tokens
 from curation.models import Comment, Department, QAPair, QAPairRevision, Review, Tag
 from medportal.audit import audit_events_for
 from medportal.errors import InvalidInput
@@ -73,25 +73,35 @@ def access_pair(user, pk, *, for_update: bool = False) -> QAPair:
 
 
 def _tsquery(tokens: Iterable[str]) -> str:
-    return " & ".join("'{}':*".format(t.replace("'", "''").replace("\\", "\\\\")) for t in tokens)
+    """AND of the tokens. A CJK bigram is a whole indexed token and matches exactly; a lone
+    character or a word of another script matches as a token prefix ("hyperten" finds
+    "hypertension"; a single Chinese character finds the bigrams it starts)."""
+
+    def term(t: str) -> str:
+        quoted = "'{}'".format(t.replace("'", "''").replace("\\", "\\\\"))
+        return quoted if is_cjk_bigram(t) else quoted + ":*"
+
+    return " & ".join(term(t) for t in tokens)
 
 
 def qa_pair_search(qs: QuerySet[QAPair], q: str) -> QuerySet[QAPair]:
-    """Pairs whose search document holds every token of ``q`` (as a token prefix)."""
+    """Pairs whose search document holds every token of ``q`` (bigrams exactly, others as a
+    token prefix): the generated, GIN-indexed ``search_vector`` column on PostgreSQL
+    (migration 0002), substrings of ``search_text`` on SQLite."""
     tokens = query_tokens(q or "")
     if not tokens:
         return qs
     if connection.vendor == "postgresql":
         table = QAPair._meta.db_table
         match = RawSQL(
-            f"to_tsvector('simple'::regconfig, \"{table}\".\"search_text\") @@ to_tsquery('simple'::regconfig, %s)",
+            f"\"{table}\".\"search_vector\" @@ to_tsquery('simple'::regconfig, %s)",
             (_tsquery(tokens),),
             output_field=BooleanField(),
         )
         return qs.filter(match)
-    qs = qs.alias(_search_doc=Concat(Value(" "), F("search_text"), output_field=TextField()))
+    qs = qs.alias(_search_doc=Concat(Value(" "), F("search_text"), Value(" "), output_field=TextField()))
     for token in tokens:
-        qs = qs.filter(_search_doc__contains=" " + token)
+        qs = qs.filter(_search_doc__contains=f" {token} " if is_cjk_bigram(token) else " " + token)
     return qs
 
 

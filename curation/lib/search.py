@@ -50,6 +50,14 @@ def index_text(*texts: str) -> str:
     return " ".join(dict.fromkeys(tokens))
 
 
+_BIGRAM = re.compile(rf"[{_CJK}]{{2}}")
+
+
+def is_cjk_bigram(token: str) -> bool:
+    """True for the two-character CJK tokens that ``index_text`` writes."""
+    return _BIGRAM.fullmatch(token) is not None
+
+
 def query_tokens(query: str) -> list[str]:
     """Distinct tokens of a user query, at most 32 (longer queries are cut)."""
     return analyze(query)[:32]

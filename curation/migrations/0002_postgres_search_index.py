@@ -1,25 +1,33 @@
-"""PostgreSQL only: a GIN index over the bigram search document (see curation/lib/search.py).
+"""PostgreSQL only: full-text search over the bigram search document (curation/lib/search.py).
 
-SQLite matches the same tokens as substrings and needs no index.
+A stored generated ``tsvector`` column keeps the analysed document on the row, so the GIN
+index's rechecks and the planner's statistics need no re-parsing of ``search_text``. The
+column is invisible to Django (no model field): selectors query it with raw SQL, and SQLite,
+which matches the same tokens as substrings of ``search_text``, has neither column nor index.
 """
 
 from django.db import migrations
 
-INDEX = "qapair_search_gin"
+FORWARD = [
+    "ALTER TABLE curation_qapair ADD COLUMN IF NOT EXISTS search_vector tsvector "
+    "GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, search_text)) STORED",
+    "CREATE INDEX IF NOT EXISTS qapair_search_vector_gin ON curation_qapair USING gin (search_vector)",
+]
+BACKWARD = [
+    "DROP INDEX IF EXISTS qapair_search_vector_gin",
+    "ALTER TABLE curation_qapair DROP COLUMN IF EXISTS search_vector",
+]
 
 
-def create_index(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(
-            f"CREATE INDEX IF NOT EXISTS {INDEX} ON curation_qapair USING gin (to_tsvector('simple'::regconfig, search_text))"
-        )
+def _run(statements):
+    def run(apps, schema_editor):
+        if schema_editor.connection.vendor == "postgresql":
+            for sql in statements:
+                schema_editor.execute(sql)
 
-
-def drop_index(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(f"DROP INDEX IF EXISTS {INDEX}")
+    return run
 
 
 class Migration(migrations.Migration):
     dependencies = [("curation", "0001_initial")]
-    operations = [migrations.RunPython(create_index, drop_index)]
+    operations = [migrations.RunPython(_run(FORWARD), _run(BACKWARD))]
