@@ -24,6 +24,10 @@ def _test_settings(settings):
     # Tests assert English messages; tests of the Chinese UI set zh-hans themselves.
     settings.LANGUAGE_CODE = "en"
     settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    from django.utils import translation
+
+    with translation.override("en"):
+        yield
 
 
 def _user(django_user_model, username: str, *roles: str):

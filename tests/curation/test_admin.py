@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 from django.contrib import admin
 from django.urls import reverse
-from django.utils import translation
 
 from curation.models import (
     Comment,
@@ -25,14 +24,6 @@ from medportal.models import AuditEvent
 EDITABLE = {Department, Tag}
 READ_ONLY = {ImportBatch, QAPair, QAPairRevision, Review, Comment, DatasetVersion, DatasetItem, AuditEvent}
 
-
-@pytest.fixture(autouse=True)
-def _english_and_fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.LANGUAGE_CODE = "en"
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
-    with translation.override("en"):
-        yield
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import math
 
 import pytest
 from django.contrib.auth.models import Group
-from django.utils import translation
 
 from curation import selectors
 from curation.lib import agreement
@@ -44,15 +43,6 @@ def _fleiss_by_formula(table):
     p_e = sum(p * p for p in p_j)
     return (p_bar - p_e) / (1 - p_e)
 
-
-@pytest.fixture(autouse=True)
-def _english_and_fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.LANGUAGE_CODE = "en"
-    # No collectstatic in tests: serve static URLs without the manifest.
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
-    with translation.override("en"):
-        yield
 
 
 # --- the library ------------------------------------------------------------------------------

@@ -14,10 +14,6 @@ from curation.services.versions import dataset_version_freeze
 from medportal.models import AuditEvent
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 @pytest.fixture
 def version(make_pair, curator):

@@ -20,10 +20,6 @@ APPROVED = QAPair.Status.APPROVED
 QA_KEYS = ("instruction", "input", "output", "system", "history")
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 @pytest.fixture
 def version(make_pair, curator):

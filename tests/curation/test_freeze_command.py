@@ -13,10 +13,6 @@ from curation.models import DatasetVersion, QAPair
 APPROVED = QAPair.Status.APPROVED
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 def run(*args) -> list[str]:
     out = io.StringIO()

@@ -25,7 +25,6 @@ from medportal.models import AuditEvent
 @pytest.fixture(autouse=True)
 def media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.LANGUAGE_CODE = "en"  # messages are asserted in English; the UI default is zh-hans
 
 

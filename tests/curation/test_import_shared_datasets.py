@@ -25,7 +25,6 @@ pytestmark = [pytest.mark.shared_data, pytest.mark.django_db]
 
 @pytest.fixture(autouse=True)
 def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.LANGUAGE_CODE = "en"  # messages are asserted in English; the UI default is zh-hans
 
 

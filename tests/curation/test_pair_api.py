@@ -7,20 +7,12 @@ import json
 
 import pytest
 from django.test import override_settings
-from django.utils import translation
 
 from curation.models import QAPair, Review
 from medportal.models import AuditEvent
 
 S = QAPair.Status
 
-
-@pytest.fixture(autouse=True)
-def _english_and_fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.LANGUAGE_CODE = "en"
-    with translation.override("en"):
-        yield
 
 
 def post(client, url, body):

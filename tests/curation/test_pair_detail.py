@@ -3,9 +3,7 @@ audit events), the inline review form, masking, and the create / edit pages."""
 
 from __future__ import annotations
 
-import pytest
 from django.urls import reverse
-from django.utils import translation
 
 from curation import selectors
 from curation.models import QAPair, Review
@@ -15,15 +13,6 @@ from medportal.models import AuditEvent
 S = QAPair.Status
 PHONE = "13800138000"
 
-
-@pytest.fixture(autouse=True)
-def _english_and_fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.LANGUAGE_CODE = "en"
-    # No collectstatic in tests: serve static URLs without the manifest.
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
-    with translation.override("en"):
-        yield
 
 
 def detail(pk):

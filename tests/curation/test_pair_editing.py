@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.utils import translation
 
 from curation.models import QAPair
 from curation.services import editing
@@ -12,13 +11,6 @@ from medportal.models import AuditEvent
 
 S = QAPair.Status
 
-
-@pytest.fixture(autouse=True)
-def _english_and_fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.LANGUAGE_CODE = "en"
-    with translation.override("en"):
-        yield
 
 
 @pytest.mark.parametrize(

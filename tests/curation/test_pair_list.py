@@ -7,7 +7,6 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from django.utils import translation
 
 from curation import selectors
 from curation.models import QAPair, Review, Tag
@@ -19,15 +18,6 @@ S = QAPair.Status
 LIST = "/curation/pairs/"
 API = "/api/v1/pairs/"
 
-
-@pytest.fixture(autouse=True)
-def _english_and_fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.LANGUAGE_CODE = "en"
-    # No collectstatic in tests: serve static URLs without the manifest.
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
-    with translation.override("en"):
-        yield
 
 
 @pytest.fixture

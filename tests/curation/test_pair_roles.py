@@ -11,22 +11,12 @@ import json
 
 import pytest
 from django.urls import reverse
-from django.utils import translation
 
 from curation.models import QAPair
 
 S = QAPair.Status
 ROLES = ("curator", "clinician", "admin", "outsider", "anonymous")
 
-
-@pytest.fixture(autouse=True)
-def _english_and_fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.LANGUAGE_CODE = "en"
-    # No collectstatic in tests: serve static URLs without the manifest.
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
-    with translation.override("en"):
-        yield
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import threading
 import pytest
 from django.db import connection, connections
 from django.test import override_settings
-from django.utils import translation
 
 from curation.models import QAPair, Review
 from curation.services import editing, review
@@ -16,15 +15,6 @@ from medportal.errors import Conflict
 
 S = QAPair.Status
 
-
-@pytest.fixture(autouse=True)
-def _english_and_fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.LANGUAGE_CODE = "en"
-    # No collectstatic in tests: serve static URLs without the manifest.
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
-    with translation.override("en"):
-        yield
 
 
 def load(pk):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from django.test import override_settings
-from django.utils import translation
 
 from curation.models import QAPair, Review
 from curation.services import editing, review
@@ -14,15 +13,6 @@ from medportal.models import AuditEvent
 
 S = QAPair.Status
 
-
-@pytest.fixture(autouse=True)
-def _english_and_fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.LANGUAGE_CODE = "en"
-    # No collectstatic in tests: serve static URLs without the manifest.
-    settings.STORAGES = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
-    with translation.override("en"):
-        yield
 
 
 def fresh(pair):

@@ -16,10 +16,6 @@ APPROVED = QAPair.Status.APPROVED
 LIST = "/api/v1/versions/"
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 @pytest.fixture
 def pairs(make_pair, curator):

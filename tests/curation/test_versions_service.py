@@ -28,10 +28,6 @@ from medportal.models import AuditEvent
 APPROVED = QAPair.Status.APPROVED
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 def words(*key, n: int = 40) -> str:
     """Deterministic, unrelated Chinese text per key (no accidental near-duplicates)."""

@@ -28,15 +28,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def quick_settings(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    # No collectstatic in tests: serve static URLs without the manifest.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
 
 @pytest.fixture
 def pairs(make_pair, curator):
