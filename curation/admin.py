@@ -14,7 +14,17 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from curation.models import Comment, DatasetItem, DatasetVersion, Department, ImportBatch, QAPair, QAPairRevision, Review, Tag
+from curation.models import (
+    Comment,
+    DatasetItem,
+    DatasetVersion,
+    Department,
+    ImportBatch,
+    QAPair,
+    QAPairRevision,
+    Review,
+    Tag,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -25,14 +25,23 @@ import django_filters
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import connection
-from django.db.models import BooleanField, Count, Exists, F, OuterRef, Q, QuerySet, TextField, Value
+from django.db.models import (
+    BooleanField,
+    Count,
+    Exists,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    TextField,
+    Value,
+)
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Concat
 from django.forms import HiddenInput, Select
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import gettext_noop
-
 
 from curation.lib import agreement as agreement_lib
 from curation.lib.search import is_cjk_bigram, query_tokens

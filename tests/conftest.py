@@ -74,7 +74,12 @@ def outsider(db, django_user_model):
 def make_pair(db):
     """Create a QA pair through the real derive path. Text is unique unless given."""
     from curation.models import QAPair
-    from curation.services.core import department_get_or_create, pair_apply_derived, revision_record, tags_get_or_create
+    from curation.services.core import (
+        department_get_or_create,
+        pair_apply_derived,
+        revision_record,
+        tags_get_or_create,
+    )
 
     def make(author, *, instruction=None, output=None, status=QAPair.Status.DRAFT, department="", tags=(), **fields):
         n = next(_counter)

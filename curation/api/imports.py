@@ -14,7 +14,11 @@ from rest_framework.response import Response
 from curation.importers import FORMATS, QA_FIELDS
 from curation.models import ImportBatch
 from curation.selectors_imports import access_import_batch, import_batch_list
-from curation.services.imports import import_batch_counts, import_batch_create, import_batch_dispatch
+from curation.services.imports import (
+    import_batch_counts,
+    import_batch_create,
+    import_batch_dispatch,
+)
 from medportal.errors import InvalidInput
 from medportal.roles import CURATOR, HasRole
 

@@ -16,7 +16,6 @@ from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from medportal.pagination import CappedPageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -35,6 +34,7 @@ from curation.api.serializers import (
 )
 from curation.models import QAPair
 from curation.services import editing, review
+from medportal.pagination import CappedPageNumberPagination
 from medportal.roles import ADMIN, ALL_ROLES, CLINICIAN, CURATOR, HasRole
 
 ERROR = OpenApiResponse(description='Error body: {"error": {"code", "message", "details"}}')

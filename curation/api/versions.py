@@ -20,7 +20,11 @@ from rest_framework.response import Response
 from curation.exports import EXPORTERS
 from curation.models import DatasetVersion
 from curation.selectors_versions import access_version, version_list
-from curation.services.versions import DEFAULT_SPLIT, dataset_version_export_zip, dataset_version_freeze
+from curation.services.versions import (
+    DEFAULT_SPLIT,
+    dataset_version_export_zip,
+    dataset_version_freeze,
+)
 from medportal.errors import InvalidInput
 from medportal.roles import ADMIN, CLINICIAN, CURATOR, HasRole
 

@@ -44,7 +44,15 @@ from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from curation.importers import FORMATS, QA_FIELDS, ImportFileError, ParsedRecord, RowIssue, open_source, read_columns
+from curation.importers import (
+    FORMATS,
+    QA_FIELDS,
+    ImportFileError,
+    ParsedRecord,
+    RowIssue,
+    open_source,
+    read_columns,
+)
 from curation.lib import fingerprint
 from curation.models import Department, ImportBatch, QAPair, Tag
 from curation.services.core import derive, near_duplicate_index

@@ -18,7 +18,11 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from curation.importers import FORMATS, QA_FIELDS, ImportFileError
 from curation.models import Department, ImportBatch
-from curation.selectors_imports import access_import_batch, import_batch_list, import_batch_progress
+from curation.selectors_imports import (
+    access_import_batch,
+    import_batch_list,
+    import_batch_progress,
+)
 from curation.services.imports import (
     import_batch_create_from_staged,
     import_batch_dispatch,

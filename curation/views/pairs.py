@@ -17,7 +17,14 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from curation import selectors
-from curation.forms import BulkForm, CommentForm, PairForm, ReopenForm, ReviewForm, VersionForm
+from curation.forms import (
+    BulkForm,
+    CommentForm,
+    PairForm,
+    ReopenForm,
+    ReviewForm,
+    VersionForm,
+)
 from curation.models import Department, QAPair
 from curation.services import editing, review
 from medportal.errors import ApplicationError, Conflict, InvalidInput, NotAllowed

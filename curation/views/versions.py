@@ -25,7 +25,11 @@ from curation.selectors_versions import (
     version_list,
     version_preview,
 )
-from curation.services.versions import DEFAULT_SPLIT, dataset_version_export_zip, dataset_version_freeze
+from curation.services.versions import (
+    DEFAULT_SPLIT,
+    dataset_version_export_zip,
+    dataset_version_freeze,
+)
 from medportal.errors import ApplicationError
 from medportal.roles import CURATOR, role_required
 

@@ -14,7 +14,6 @@ from curation.services.versions import dataset_version_freeze
 from medportal.models import AuditEvent
 
 
-
 @pytest.fixture
 def version(make_pair, curator):
     texts = [

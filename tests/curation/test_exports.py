@@ -12,7 +12,11 @@ import pytest
 from curation.exports import EXPORTERS
 from curation.importers import ParsedRecord, open_source
 from curation.models import DatasetItem, QAPair
-from curation.services.versions import dataset_version_export, dataset_version_export_zip, dataset_version_freeze
+from curation.services.versions import (
+    dataset_version_export,
+    dataset_version_export_zip,
+    dataset_version_freeze,
+)
 from medportal.errors import InvalidInput, NotAllowed
 from medportal.models import AuditEvent
 

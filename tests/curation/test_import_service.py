@@ -9,9 +9,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from curation.models import Department, ImportBatch, QAPair, QAPairRevision, Tag
-from curation.services.editing import qa_pair_update
 from curation.services import core
 from curation.services import imports as svc
+from curation.services.editing import qa_pair_update
 from curation.services.imports import (
     derive_many,
     import_batch_create,

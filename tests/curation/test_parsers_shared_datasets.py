@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from curation.importers import ImportFileError, ParsedRecord, RowIssue, detect_format, open_source
+from curation.importers import (
+    ImportFileError,
+    ParsedRecord,
+    RowIssue,
+    detect_format,
+    open_source,
+)
 from curation.lib.fingerprint import (
     NearDuplicateIndex,
     near_duplicate_distance,

@@ -14,7 +14,12 @@ from django.core.management.base import BaseCommand, CommandError, no_translatio
 
 from curation.importers import FORMATS, QA_FIELDS
 from curation.models import ImportBatch
-from curation.services.imports import import_batch_counts, import_batch_create, import_batch_run, mapping_parse
+from curation.services.imports import (
+    import_batch_counts,
+    import_batch_create,
+    import_batch_run,
+    mapping_parse,
+)
 from medportal.errors import ApplicationError
 
 # Files larger than this print progress to stderr (unless --json).
