@@ -17,26 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from _setup import machine  # noqa: E402
+
 DATASET = ROOT.parent / "shared" / "datasets" / "toyhom_chinese_medical_dialogue"
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main() -> int:
@@ -116,7 +106,7 @@ def main() -> int:
         "status": batch.status,
         "pairs_before": before,
         "db": connection.vendor,
-        "machine": _machine(),
+        "machine": machine(),
     }
     if batch.status != ImportBatch.Status.DONE:
         result["error"] = batch.error
