@@ -6,12 +6,21 @@ characters ("高血压" → "高血 血压") and lower-cased words/numbers of ev
 is analysed the same way and every one of its tokens must match, so "血压" finds "高血压" and
 "hypertension" finds "Hypertension". On PostgreSQL the tokens go into a GIN-indexed
 ``to_tsvector('simple', …)``; on SQLite they are matched as substrings.
+
+``index_texts`` builds the search documents of many records at once (imports): the CJK
+bigrams, which are most of the tokens of a Chinese text, are found, de-duplicated and joined
+by numpy instead of one Python string per bigram. Its output is exactly ``index_text``'s.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from curation.lib import fingerprint
 
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_RUN = re.compile(rf"[{_CJK}]{{2,}}")  # runs that yield bigrams
@@ -42,12 +51,53 @@ def analyze(text: str) -> list[str]:
 
 
 def index_text(*texts: str) -> str:
-    """The stored search document: distinct tokens, in order of first appearance, joined by spaces."""
+    """The stored search document: the distinct words and lone CJK characters in order of
+    first appearance, then the distinct CJK bigrams in order of first appearance, joined by
+    spaces."""
     text = _prepare("\n".join(t for t in texts if t))
     tokens = _SINGLE.findall(_CJK_RUN.sub(" ", text))
     for run in _CJK_RUN.findall(text):
         tokens += map(str.__add__, run, run[1:])  # overlapping bigrams, at C speed
     return " ".join(dict.fromkeys(tokens))
+
+
+def index_texts(records: Iterable[Sequence[str]]) -> list[str]:
+    """``[index_text(*texts) for texts in records]``, computed in bulk.
+
+    Words and lone characters never equal a bigram (they hold no CJK character, or just
+    one), so de-duplicating the two kinds apart gives the same document.
+    """
+    prepared = [_prepare("\n".join(t for t in texts if t)) for texts in records]
+    bigrams: list[str] = []
+    for part in fingerprint.batches([len(text) for text in prepared], fingerprint.BATCH_CHARS):
+        bigrams.extend(_bigram_documents(prepared[part]))
+    documents = []
+    for text, pairs in zip(prepared, bigrams):
+        words = " ".join(dict.fromkeys(_SINGLE.findall(_CJK_RUN.sub(" ", text))))
+        documents.append(f"{words} {pairs}" if words and pairs else words or pairs)
+    return documents
+
+
+def _bigram_documents(texts: list[str]) -> list[str]:
+    """For each prepared text, its distinct CJK bigrams in order of first appearance, joined
+    by spaces."""
+    if not texts:
+        return []
+    # The texts end to end, one "\n" (never CJK) between two: no bigram spans two texts.
+    points = np.frombuffer("\n".join(texts).encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    cjk = ((points >= 0x4E00) & (points <= 0x9FFF)) | ((points >= 0x3400) & (points <= 0x4DBF))
+    cjk |= (points >= 0xF900) & (points <= 0xFAFF)  # the code points of _CJK
+    starts = np.flatnonzero(cjk[:-1] & cjk[1:])
+    rows = np.searchsorted(np.cumsum([len(text) + 1 for text in texts]), starts, side="right")
+    first = fingerprint.first_occurrences((points[starts].astype(np.uint64) << np.uint64(32)) | points[starts + 1], rows)
+    starts, rows = starts[first], rows[first]
+    out = np.empty((starts.size, 3), dtype="<u4")  # each bigram and a space
+    out[:, 0] = points[starts]
+    out[:, 1] = points[starts + 1]
+    out[:, 2] = 0x20
+    joined = out.tobytes().decode("utf-32-le")
+    bounds = (3 * np.searchsorted(rows, np.arange(len(texts) + 1))).tolist()
+    return [joined[a : b - 1] if b > a else "" for a, b in zip(bounds, bounds[1:])]
 
 
 _BIGRAM = re.compile(rf"[{_CJK}]{{2}}")

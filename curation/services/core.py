@@ -7,13 +7,13 @@ fingerprint, identifier flags and search document are always in step with the te
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from django.db.models import Q
 
 from curation.lib import fingerprint, identifiers
-from curation.lib.search import index_text
+from curation.lib.search import index_text, index_texts
 from curation.models import Department, QAPair, QAPairRevision, Tag
 
 CONTENT_FIELDS = ("instruction", "input", "output", "system", "history", "reasoning")
@@ -39,10 +39,45 @@ def history_text(history: Iterable) -> str:
 
 
 def derive(*, instruction: str, input: str = "", output: str = "", system: str = "", history=(), reasoning: str = "") -> Derived:
-    texts = {"instruction": instruction, "input": input, "output": output, "system": system, "reasoning": reasoning}
+    content_hash, simhash = fingerprint.record_fingerprints(instruction, input, output)
+    found = _identifier_findings(
+        {"instruction": instruction, "input": input, "output": output, "system": system, "reasoning": reasoning}, history
+    )
+    return Derived(
+        content_hash=content_hash,
+        simhash=simhash,
+        identifiers=found,
+        has_identifiers=bool(found),
+        search_text=index_text(instruction, input, output),
+    )
+
+
+def derive_many(contents: Sequence[Mapping]) -> list[Derived]:
+    """``derive(**content)`` for each mapping of content fields (a missing field has
+    ``derive``'s default), with the SimHash fingerprints and search documents of all of them
+    computed together: the same results, several times faster for imports."""
+    qa = [(c["instruction"], c.get("input", ""), c.get("output", "")) for c in contents]
+    derived = []
+    for c, (content_hash, simhash), search_text in zip(contents, fingerprint.record_fingerprints_many(qa), index_texts(qa)):
+        found = _identifier_findings(c, c.get("history", ()))
+        derived.append(
+            Derived(
+                content_hash=content_hash,
+                simhash=simhash,
+                identifiers=found,
+                has_identifiers=bool(found),
+                search_text=search_text,
+            )
+        )
+    return derived
+
+
+def _identifier_findings(texts: Mapping[str, str], history) -> list[dict]:
+    """The identifier findings of the scanned fields (a missing one is empty), then of the
+    history, as stored."""
     found: list[dict] = []
     for name in SCANNED_FIELDS:
-        text = texts[name]
+        text = texts.get(name)
         if text:
             found.extend(
                 {"field": name, "kind": f.kind, "start": f.start, "end": f.end, "text": f.text}
@@ -54,14 +89,7 @@ def derive(*, instruction: str, input: str = "", output: str = "", system: str =
             {"field": "history", "kind": f.kind, "start": f.start, "end": f.end, "text": f.text}
             for f in identifiers.find_identifiers(hist)
         )
-    content_hash, simhash = fingerprint.record_fingerprints(instruction, input, output)
-    return Derived(
-        content_hash=content_hash,
-        simhash=simhash,
-        identifiers=found,
-        has_identifiers=bool(found),
-        search_text=index_text(instruction, input, output),
-    )
+    return found
 
 
 def pair_apply_derived(pair: QAPair) -> Derived:

@@ -55,7 +55,8 @@ from curation.importers import (
 )
 from curation.lib import fingerprint
 from curation.models import Department, ImportBatch, QAPair, Tag
-from curation.services.core import derive, near_duplicate_index
+from curation.services import core
+from curation.services.core import near_duplicate_index
 from medportal.audit import audit_record
 from medportal.errors import InvalidInput, NotAllowed
 from medportal.roles import CURATOR, has_role, is_admin
@@ -397,16 +398,9 @@ def _stored_pks(hashes: list[str]) -> dict[str, int]:
 
 
 def derive_many(rows: list[dict]) -> None:
-    """``core.derive`` for each row dict (content fields by name), written into the dict."""
-    for row in rows:
-        d = derive(
-            instruction=row["instruction"],
-            input=row["input"],
-            output=row["output"],
-            system=row["system"],
-            history=row["history"],
-            reasoning=row["reasoning"],
-        )
+    """``core.derive`` for each row dict (content fields by name), written into the dict;
+    computed by ``core.derive_many``, which fingerprints and indexes the rows together."""
+    for row, d in zip(rows, core.derive_many(rows)):
         row["content_hash"], row["simhash"] = d.content_hash, d.simhash
         row["identifiers"], row["has_identifiers"] = d.identifiers, d.has_identifiers
         row["search_text"] = d.search_text

@@ -20,6 +20,7 @@ from curation.lib.fingerprint import (
     near_duplicate_text,
     normalize,
     record_fingerprints,
+    record_fingerprints_many,
     record_simhash,
     simhash64,
 )
@@ -253,3 +254,119 @@ def test_bit_counts_do_not_overflow_on_huge_texts():
     assert counts.tolist() == [70000] * 64
     counts = fingerprint._bit_counts(np.array([1, 3], dtype=np.uint64))
     assert int(counts.sum()) == 3
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def toyhom_rows(shared_datasets) -> list[tuple[str, str, str]]:
+    from curation.importers import ParsedRecord, open_source
+
+    path = shared_datasets / "toyhom_chinese_medical_dialogue" / "样例_内科5000-6000.csv"
+    return [(r.instruction, r.input, r.output) for r in open_source(path).records() if isinstance(r, ParsedRecord)]
+
+
+EDGE_ROWS = [
+    ("", "", ""),
+    ("？！", "", "。。"),  # nothing left after normalizing
+    ("头痛？", "", "休息。"),  # 5 normalized characters: too short for a SimHash
+    ("头痛怎么办", "", "多休"),  # "头痛怎么办多休": 7 characters, one too few
+    ("头痛怎么办", "", "多休息"),  # 8 characters: the shortest with a SimHash
+    ("abcdefg", "", "h"),  # Latin: "abcdefg h"
+    ("What is hypertension?", "", "High blood pressure: 140/90 mmHg or more."),
+    ("高血压 CT 检查", "ＭＲＩ", "血压 150/100 mmHg，可以吃党参吗？Yes."),
+    ("哈哈哈哈哈哈哈哈哈哈哈哈", "", "哈哈哈哈哈哈"),  # one distinct 3-gram, repeated
+    ("ab" * 400, "", "ba" * 300),  # two distinct 3-grams, hundreds of times
+    ("😀 emoji 😀😀 and \U0010fffd plane-16 code points", "", "Ωmega ΣΣΣ ǅ"),  # 21-bit code points
+    (LONG_ZH, "", LONG_ZH[::-1]),  # more than 255 distinct 3-grams per text
+    (" ".join(f"word{i}" for i in range(3000)), "", "end"),  # tens of thousands of 3-grams
+]
+
+
+def test_record_fingerprints_many_gives_record_fingerprints_for_every_edge_case():
+    expected = [record_fingerprints(*row) for row in EDGE_ROWS]
+    assert record_fingerprints_many(EDGE_ROWS) == expected
+    assert [fp for _, fp in expected[:4]] == [None] * 4
+    assert all(fp is not None for _, fp in expected[4:])
+    # Alone, in reverse order and one by one: a row's values never depend on its neighbours.
+    assert record_fingerprints_many(EDGE_ROWS[::-1]) == expected[::-1]
+    assert [record_fingerprints_many([row])[0] for row in EDGE_ROWS] == expected
+    assert record_fingerprints_many([]) == []
+
+
+def test_record_fingerprints_many_matches_on_the_toyhom_file(shared_datasets):
+    rows = toyhom_rows(shared_datasets)
+    assert len(rows) == 7644
+    assert record_fingerprints_many(rows) == [record_fingerprints(*row) for row in rows]
+
+
+def test_record_fingerprints_many_is_the_same_in_small_batches(monkeypatch):
+    from curation.lib import fingerprint
+
+    rng = random.Random(5)
+    alphabet = "高血压头痛发烧咳嗽可以吃药吗 abcxyz0123😀"
+    rows = [("".join(rng.choices(alphabet, k=rng.randint(0, 60))), "", "".join(rng.choices(alphabet, k=rng.randint(0, 200)))) for _ in range(300)]
+    expected = [record_fingerprints(*row) for row in rows]
+    monkeypatch.setattr(fingerprint, "BATCH_CHARS", 50)  # most texts fill a batch of their own
+    assert record_fingerprints_many(rows) == expected
+
+
+def test_simhash_many_matches_the_documented_algorithm():
+    from curation.lib.fingerprint import simhash_many
+
+    texts = ["", "a", "ab", "abc", "高血压", normalize(LONG_ZH), "the quick brown fox jumps over the lazy dog"]
+    assert simhash_many(texts) == [reference_simhash(t) for t in texts]
+    assert simhash_many(texts[3:]) == [reference_simhash(t) for t in texts[3:]]
+
+
+def first_occurrences_reference(values, groups) -> list[bool]:
+    seen = set()
+    mask = []
+    for pair in zip(groups.tolist(), values.tolist()):
+        mask.append(pair not in seen)
+        seen.add(pair)
+    return mask
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 17, 5000])
+def test_first_occurrences_marks_the_first_of_each_pair(size):
+    import numpy as np
+
+    from curation.lib.fingerprint import first_occurrences
+
+    rng = np.random.default_rng(size)
+    values = rng.integers(0, 40, size, dtype=np.uint64)  # many repeats
+    groups = np.sort(rng.integers(0, 9, size))
+    assert first_occurrences(values, groups).tolist() == first_occurrences_reference(values, groups)
+
+
+def test_first_occurrences_is_exact_when_every_pair_collides(monkeypatch):
+    import numpy as np
+
+    from curation.lib import fingerprint
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 1 << 63, 400, dtype=np.uint64)
+    values[200:] = values[:200]  # every value twice ...
+    groups = rng.integers(0, 3, 400)  # ... not always in the same group
+    expected = first_occurrences_reference(values, groups)
+    # A zero multiplier files every pair in slot 0: one pair is settled per round, the rest
+    # go to the sorting fallback.
+    monkeypatch.setattr(fingerprint, "_SALTS", (np.uint64(0), np.uint64(0)))
+    assert fingerprint.first_occurrences(values, groups).tolist() == expected
+    monkeypatch.setattr(fingerprint, "_SALTS", ())
+    assert fingerprint.first_occurrences(values, groups).tolist() == expected
+
+
+def test_core_derive_many_gives_core_derive_for_every_record(shared_datasets):
+    from curation.services import core
+
+    contents = [{"instruction": q, "input": i, "output": a} for q, i, a in toyhom_rows(shared_datasets)[::3]]
+    contents += [
+        {"instruction": "短"},  # the other fields take derive's defaults
+        {"instruction": "Patient ID 110105199003071234", "output": "电话 010-62345678", "system": "MRN: 12345678"},
+        {"instruction": "接上文", "output": "继续观察。", "reasoning": "先排除急症。", "history": [["头痛", "手机 13812345678"]]},
+    ]
+    derived = core.derive_many(contents)
+    assert derived == [core.derive(**content) for content in contents]
+    assert derived[-1].has_identifiers and derived[-1].identifiers[0]["field"] == "history"
