@@ -13,6 +13,9 @@ class BadRecord(Exception):
     """A record of the wrong shape; becomes a RowIssue(kind="error")."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def as_text(value: object, name: str) -> str:
     """A field value as stripped text. Numbers are accepted; containers are not."""
     if value is None:
@@ -27,6 +30,13 @@ def as_text(value: object, name: str) -> str:
         raise BadRecord(f"the '{name}' field is {_kind(value)}, not text")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lone = _SURROGATE.search(text)
+    if lone:
+        # Only JSON can produce these (an escape like "\ud800" without its pair); such text
+        # cannot be stored as UTF-8, so the row is refused with the position.
+        raise BadRecord(
+            f"the '{name}' field contains an unpaired surrogate escape \\u{ord(lone.group()):04x} at character {lone.start() + 1}"
+        )
     return text.strip()
 
 

@@ -686,3 +686,16 @@ def test_read_columns(tmp_path):
     assert read_columns(path) == ["department", "title", "ask", "answer"]
     assert read_columns(write(tmp_path, "dup.csv", "q,q,,answer\n1,2,3,4\n")) == ["q", "q.1", "column_3", "answer"]
     assert read_columns(write(tmp_path, "a.jsonl", '{"query": "q", "response": "r"}\n')) == []
+
+
+def test_an_unpaired_surrogate_escape_is_a_row_error_and_a_paired_one_is_kept(tmp_path):
+    path = tmp_path / "surrogates.jsonl"
+    path.write_text(
+        '{"instruction": "bad \\ud800 text", "output": "x"}\n'
+        '{"instruction": "smile \\ud83d\\ude00", "output": "fine"}\n',
+        encoding="utf-8",
+    )
+    first, second = list(open_source(path).records())
+    assert isinstance(first, RowIssue) and first.kind == "error" and first.row == 1
+    assert "unpaired surrogate" in first.message and "\\ud800" in first.message
+    assert isinstance(second, ParsedRecord) and second.instruction == "smile \U0001f600"
