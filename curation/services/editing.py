@@ -251,6 +251,22 @@ def _label_snapshot(pair: QAPair) -> dict:
     }
 
 
+def _rederive(pair: QAPair) -> dict:
+    """After a content change: recompute the derived fields, refuse an exact duplicate, find
+    a near-duplicate; returns the columns for the conditional update."""
+    d = core.pair_apply_derived(pair)
+    _check_duplicate(pair)
+    pair.near_duplicate_of_id = core.find_near_duplicate(pair)
+    return {
+        "content_hash": d.content_hash,
+        "simhash": d.simhash,
+        "identifiers": d.identifiers,
+        "has_identifiers": d.has_identifiers,
+        "search_text": d.search_text,
+        "near_duplicate_of_id": pair.near_duplicate_of_id,
+    }
+
+
 def qa_pair_update(*, pair: QAPair, editor, version: int, note: str = "", **changes) -> QAPair:
     """Change content and/or labels of a draft or changes_requested pair.
 
@@ -289,17 +305,7 @@ def qa_pair_update(*, pair: QAPair, editor, version: int, note: str = "", **chan
             pair.department = core.department_get_or_create(data["department"])
             fields["department"] = pair.department
         if changed_fields:
-            d = core.pair_apply_derived(pair)
-            _check_duplicate(pair)
-            pair.near_duplicate_of_id = core.find_near_duplicate(pair)
-            fields.update(
-                content_hash=d.content_hash,
-                simhash=d.simhash,
-                identifiers=d.identifiers,
-                has_identifiers=d.has_identifiers,
-                search_text=d.search_text,
-                near_duplicate_of_id=pair.near_duplicate_of_id,
-            )
+            fields.update(_rederive(pair))
         _full_clean(pair)
         old_status = pair.status
         resubmit = pair.status == S.CHANGES_REQUESTED
@@ -380,18 +386,8 @@ def qa_pair_mask_identifiers(*, pair: QAPair, editor, version: int) -> QAPair:
             if value:
                 setattr(pair, name, mask_identifiers(value))
         pair.history = _mask_history(pair.history)
-        d = core.pair_apply_derived(pair)
-        pair.near_duplicate_of_id = core.find_near_duplicate(pair)
         fields = {name: getattr(pair, name) for name in (*TEXT_FIELDS, "history")}
-        fields.update(
-            content_hash=d.content_hash,
-            simhash=d.simhash,
-            identifiers=d.identifiers,
-            has_identifiers=d.has_identifiers,
-            search_text=d.search_text,
-            near_duplicate_of_id=pair.near_duplicate_of_id,
-        )
-        _check_duplicate(pair)
+        fields.update(_rederive(pair))
         try:
             with transaction.atomic():
                 pair_conditional_update(pair=pair, version=int(version), **fields)
@@ -407,7 +403,7 @@ def qa_pair_mask_identifiers(*, pair: QAPair, editor, version: int) -> QAPair:
             action="qa_pair.mask",
             target=pair,
             summary=_("Masked %(n)s identifiers; earlier revisions scrubbed") % {"n": sum(kinds.values())},
-            changes={"kinds": kinds, "remaining": len(d.identifiers)},
+            changes={"kinds": kinds, "remaining": len(pair.identifiers)},
         )
     return pair
 
