@@ -17,9 +17,15 @@ _counter = itertools.count(1)
 
 
 @pytest.fixture(autouse=True)
-def _test_settings(settings):
+def _test_settings(request):
     """English messages, fast password hashing, and static files served by the finders: tests never run
-    collectstatic, so the production manifest storage has no manifest to read."""
+    collectstatic, so the production manifest storage has no manifest to read.
+
+    Django-free test modules may run with ``-p no:django``; then there is nothing to set."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        yield
+        return
+    settings = request.getfixturevalue("settings")
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # Tests assert English messages; tests of the Chinese UI set zh-hans themselves.
     settings.LANGUAGE_CODE = "en"
