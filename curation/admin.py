@@ -177,3 +177,4 @@ class DatasetItemAdmin(ReadOnlyAdmin):
     raw_id_fields = ["version", "qa_pair"]
     list_select_related = ["version", "qa_pair"]
     show_full_result_count = False
+from curation import admin_rare  # noqa: E402,F401

@@ -283,3 +283,4 @@ class DatasetItem(models.Model):
         indexes = [models.Index(fields=["version", "split", "position"])]
         verbose_name = _("dataset item")
         verbose_name_plural = _("dataset items")
+from curation.models_rare import *  # noqa: E402,F401,F403
