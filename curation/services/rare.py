@@ -81,6 +81,7 @@ class HpoImportResult:
     annotations: int = 0
     zh_labels: int = 0
     orpha_names_zh: int = 0
+    omim_names_zh: int = 0
     ccrd: int = 0
     ccrd_keys: int = 0
     remapped: int = 0
@@ -152,6 +153,7 @@ def hpo_import(
     hpoa,
     zh=None,
     orpha_names_zh=None,
+    omim_names_zh=None,
     ccrd=None,
     ccrd_map=None,
     user=None,
@@ -173,6 +175,7 @@ def hpo_import(
         raise InvalidInput(_("Both --obo and --hpoa are required."))
     zh_path = _existing(_("Chinese labels"), zh)
     names_path = _existing(_("Chinese Orphanet names"), orpha_names_zh)
+    omim_names_path = _existing(_("Chinese OMIM names"), omim_names_zh)
     ccrd_path = _existing("CCRD", ccrd)
     ccrd_map_path = _existing(_("CCRD mapping"), ccrd_map)
     if (ccrd_path is None) != (ccrd_map_path is None):
@@ -203,12 +206,16 @@ def hpo_import(
             annotations.append((row.disease_id, target, row.hpo_id if target != row.hpo_id else "", row))
         say(f"  {len(annotations):,} annotation rows, {len(diseases):,} diseases")
 
-        names_zh = parsers.parse_orpha_names_zh(names_path) if names_path else {}
-        named = 0
-        for code, (name_zh, _name_en) in names_zh.items():
-            if code in diseases and name_zh:
-                diseases[code]["name_zh"] = name_zh
-                named += 1
+        def name_in_chinese(names: dict) -> int:
+            n = 0
+            for code, (name_zh, _name_en) in names.items():
+                if code in diseases and name_zh:
+                    diseases[code]["name_zh"] = name_zh
+                    n += 1
+            return n
+
+        named = name_in_chinese(parsers.parse_orpha_names_zh(names_path) if names_path else {})
+        named_omim = name_in_chinese(parsers.parse_omim_names_zh(omim_names_path) if omim_names_path else {})
 
         ccrd_entries = parsers.parse_ccrd(ccrd_path, ccrd_map_path) if ccrd_path else []
         ccrd_annotations: list[tuple] = []
@@ -227,7 +234,14 @@ def hpo_import(
 
     version = str(hpoa_version or obo_version or "").strip() or "unknown"
     files = [_file_info("obo", obo_path), _file_info("hpoa", hpoa_path)]
-    for kind, path in (("zh", zh_path), ("orpha_names_zh", names_path), ("ccrd", ccrd_path), ("ccrd_map", ccrd_map_path)):
+    optional = (
+        ("zh", zh_path),
+        ("orpha_names_zh", names_path),
+        ("omim_names_zh", omim_names_path),
+        ("ccrd", ccrd_path),
+        ("ccrd_map", ccrd_map_path),
+    )
+    for kind, path in optional:
         if path is not None:
             files.append(_file_info(kind, path))
 
@@ -239,6 +253,7 @@ def hpo_import(
         annotations=len(annotations) + len(ccrd_annotations),
         zh_labels=sum(1 for hid in zh_labels if hid in known),
         orpha_names_zh=named,
+        omim_names_zh=named_omim,
         ccrd=len({e.id.split(".")[0] for e in ccrd_entries}),
         ccrd_keys=len(ccrd_entries),
         remapped=resolve.remapped,

@@ -162,10 +162,15 @@ def test_the_full_shared_release_imports_with_the_documented_counts(shared_datas
         hpoa=hpo / "phenotype.hpoa.gz",
         zh=hpo / "hp-zh.babelon.tsv",
         orpha_names_zh=ccrd / "cns_orphanet.json",
+        omim_names_zh=ccrd / "CNSOMIM.json",
         ccrd=ccrd / "conpendium_hpo.json",
         ccrd_map=ccrd / "ccrd_to_orpha.json",
     )
     assert result.version == "2025-01-16"
+    # PROVENANCE.md: 2,918 of the hpoa's ORPHA diseases have a Chinese name in cns_orphanet.json
+    assert result.orpha_names_zh == 2_918
+    assert result.omim_names_zh > 0
+    assert Disease.objects.filter(source="OMIM").exclude(name_zh="").count() == result.omim_names_zh
     assert result.phenotypes == 19_484 and result.obsolete == 450
     assert result.zh_labels == 18_988
     assert result.ccrd_keys == 144

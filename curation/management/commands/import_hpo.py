@@ -27,6 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--hpoa", required=True, help="phenotype.hpoa (gzipped or not)")
         parser.add_argument("--zh", help="hp-zh.babelon.tsv: official Chinese HPO labels")
         parser.add_argument("--orpha-names-zh", dest="orpha_names_zh", help="cns_orphanet.json: Chinese Orphanet disease names")
+        parser.add_argument("--omim-names-zh", dest="omim_names_zh", help="CNSOMIM.json: Chinese OMIM disease names")
         parser.add_argument("--ccrd", help="conpendium_hpo.json: China's first national rare disease list")
         parser.add_argument("--ccrd-map", dest="ccrd_map", help="ccrd_to_orpha.json: CCRD → ORPHA mapping")
         parser.add_argument("--as-user", dest="as_user", help="Record this user as the importer (default: nobody).")
@@ -51,6 +52,7 @@ class Command(BaseCommand):
                 hpoa=opts["hpoa"],
                 zh=opts["zh"],
                 orpha_names_zh=opts["orpha_names_zh"],
+                omim_names_zh=opts["omim_names_zh"],
                 ccrd=opts["ccrd"],
                 ccrd_map=opts["ccrd_map"],
                 user=user,
