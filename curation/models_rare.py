@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from curation.models import JobStatus
+
 __all__ = ["Disease", "DiseasePhenotype", "GenerationJob", "HpoRelease", "Phenotype"]
 
 
@@ -124,11 +126,7 @@ class DiseasePhenotype(models.Model):
 class GenerationJob(models.Model):
     """A background run of the rare-disease case generator."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", _("Queued")
-        RUNNING = "running", _("Running")
-        DONE = "done", _("Done")
-        FAILED = "failed", _("Failed")
+    Status = JobStatus
 
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)

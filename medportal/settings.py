@@ -204,7 +204,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["medportal.roles.HasAnyRole"],
     "ENUM_NAME_OVERRIDES": {
         "QAPairStatusEnum": "curation.models.QAPair.Status",
-        "ImportBatchStatusEnum": "curation.models.ImportBatch.Status",
+        "JobStatusEnum": "curation.models.JobStatus",
     },
 }
 

@@ -23,18 +23,13 @@ from medportal.errors import InvalidInput
 from medportal.roles import CURATOR, HasRole
 
 
-@extend_schema_field({"type": "string", "enum": list(ImportBatch.Status.values)})
-class BatchStatusField(serializers.CharField):
-    """The batch status, documented inline (a shared "status" enum name would collide)."""
-
-
 @extend_schema_field({"type": "string", "enum": ["draft", "approved"], "default": "draft"})
 class PairStatusField(serializers.ChoiceField):
     """Status of the imported pairs; "approved" is for admins only."""
 
 
 class ImportBatchSerializer(serializers.ModelSerializer):
-    status = BatchStatusField(read_only=True)
+    status = serializers.ChoiceField(choices=ImportBatch.Status.choices, read_only=True)
     created_by = serializers.CharField(source="created_by.get_username", read_only=True)
     counts = serializers.SerializerMethodField()
     progress_percent = serializers.IntegerField(read_only=True)

@@ -94,7 +94,7 @@ class GenerateSerializer(serializers.Serializer):
 
 
 class GenerationJobSerializer(serializers.ModelSerializer):
-    status = serializers.CharField(read_only=True, help_text="queued, running, done or failed")
+    status = serializers.ChoiceField(choices=GenerationJob.Status.choices, read_only=True)
 
     class Meta:
         model = GenerationJob
