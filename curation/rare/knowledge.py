@@ -262,7 +262,9 @@ def diseases_from_rows(onto: Ontology, rows, names_zh: dict[str, str] | None = N
         if hpo is None:
             continue
         if r.aspect == "C":
-            if not r.negated and hpo not in d["onset"]:
+            # Aspect C is "clinical course": onset terms, but also course and mortality terms
+            # (Orphanet files even put "Miscarriage" there); only onset terms give an age.
+            if not r.negated and hpo not in d["onset"] and onto.is_descendant(hpo, ONSET_ROOT):
                 d["onset"].append(hpo)
             continue
         if r.aspect == "I":

@@ -225,3 +225,14 @@ def test_the_engine_package_does_not_import_django():
     for path in pathlib.Path(pkg.__file__).parent.glob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert "import django" not in text and "from django" not in text, path.name
+
+
+def test_only_onset_terms_of_the_clinical_course_aspect_count_as_onset(kb):
+    from curation.rare import HpoaRow, diseases_from_rows
+
+    def c_row(hpo):
+        return HpoaRow("ORPHA:9", "Delta", False, hpo, "", "TAS", "", "HP:0040283", "", "", "C", "")
+
+    # Orphanet files put course terms such as "Miscarriage" under aspect C too.
+    (delta,) = diseases_from_rows(kb.ontology, [c_row("HP:0003577"), c_row("HP:0001943")])
+    assert delta.onset == ("HP:0003577",)
