@@ -53,6 +53,7 @@ class ImportBatch(models.Model):
 
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("last sign of life"), null=True, blank=True, help_text=_("Set by the worker at the claim and with every progress update."))
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("imported by"), on_delete=models.PROTECT, related_name="import_batches"
     )

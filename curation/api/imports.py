@@ -18,6 +18,7 @@ from curation.services.imports import (
     import_batch_counts,
     import_batch_create,
     import_batch_dispatch,
+    import_batch_fail_if_stale,
 )
 from medportal.errors import InvalidInput
 from medportal.roles import CURATOR, HasRole
@@ -159,7 +160,7 @@ class ImportDetailView(GenericAPIView):
     serializer_class = ImportBatchDetailSerializer
 
     def get(self, request, pk: int):
-        batch = access_import_batch(user=request.user, pk=pk)
+        batch = import_batch_fail_if_stale(batch=access_import_batch(user=request.user, pk=pk))
         return Response(ImportBatchDetailSerializer(batch).data)
 
 

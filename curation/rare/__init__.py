@@ -3,7 +3,15 @@
 Nothing in this package imports Django; the curation app builds a :class:`KnowledgeBase` from
 its models (or tests/bench build one straight from the release files) and calls in.
 """
-from .generator import GENERATOR_NAME, GENERATOR_VERSION, ONSET_AGE_YEARS, Case, CaseGenerator, CaseParams, difficulty_for_rank
+from .generator import (
+    GENERATOR_NAME,
+    GENERATOR_VERSION,
+    ONSET_AGE_YEARS,
+    Case,
+    CaseGenerator,
+    CaseParams,
+    difficulty_for_rank,
+)
 from .knowledge import (
     FREQUENCY_TERMS,
     UNKNOWN_FREQUENCY,

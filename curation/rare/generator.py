@@ -11,7 +11,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .knowledge import FEMALE_GENITAL, MALE_GENITAL, PHENOTYPE_ROOT, Annotation, Disease, KnowledgeBase
+from .knowledge import (
+    FEMALE_GENITAL,
+    MALE_GENITAL,
+    PHENOTYPE_ROOT,
+    Annotation,
+    Disease,
+    KnowledgeBase,
+)
 from .ranker import Ranker
 
 __all__ = ["CaseParams", "Case", "CaseGenerator", "ONSET_AGE_YEARS", "GENERATOR_NAME", "GENERATOR_VERSION"]

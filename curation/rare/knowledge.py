@@ -6,7 +6,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .parsers import Term, parse_hpoa, parse_obo, parse_omim_names_zh, parse_orpha_names_zh, parse_zh_labels
+from .parsers import (
+    Term,
+    parse_hpoa,
+    parse_obo,
+    parse_omim_names_zh,
+    parse_orpha_names_zh,
+    parse_zh_labels,
+)
 
 __all__ = [
     "FREQUENCY_TERMS",

@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from itertools import islice
 from pathlib import Path
 
@@ -333,6 +334,31 @@ def import_batch_fail(*, batch_id: int, message: str) -> None:
     )
 
 
+def import_batch_stale_after() -> timedelta:
+    """A running batch silent for longer than this has lost its worker: django-q2 kills a task
+    at MEDPORTAL_Q_TIMEOUT, and the write phase is a single transaction, so nothing of it was
+    stored."""
+    return timedelta(seconds=settings.Q_CLUSTER["timeout"] + 60)
+
+
+def import_batch_fail_if_stale(*, batch: ImportBatch) -> ImportBatch:
+    """Mark a running batch whose worker stopped answering as failed (read paths call this,
+    so the page and the API never show a progress bar that will not move again)."""
+    if batch.status != ImportBatch.Status.RUNNING:
+        return batch
+    cutoff = timezone.now() - import_batch_stale_after()
+    minutes = int(import_batch_stale_after().total_seconds() // 60)
+    message = (
+        f"The worker running this import stopped answering (no progress for more than {minutes} minutes); "
+        "nothing from the file was stored. Import the file again."
+    )
+    stale = ImportBatch.objects.filter(pk=batch.pk, status=ImportBatch.Status.RUNNING, heartbeat_at__lt=cutoff)
+    if stale.update(status=ImportBatch.Status.FAILED, error=message, finished_at=timezone.now()):
+        audit_record(actor=None, action="import.run", target=batch, summary=f"{batch.filename}: failed: {message}", changes={"status": "failed", "error": message})
+        batch.refresh_from_db()
+    return batch
+
+
 def import_batch_run(*, batch_id: int) -> ImportBatch:
     """Run a queued batch to the end. Returns the batch in its final state.
 
@@ -340,7 +366,7 @@ def import_batch_run(*, batch_id: int) -> ImportBatch:
     failed) is returned untouched. Every failure ends up in ``batch.error``.
     """
     claimed = ImportBatch.objects.filter(pk=batch_id, status=ImportBatch.Status.QUEUED).update(
-        status=ImportBatch.Status.RUNNING, rows_done=0, error=""
+        status=ImportBatch.Status.RUNNING, rows_done=0, error="", heartbeat_at=timezone.now()
     )
     batch = ImportBatch.objects.select_related("created_by").get(pk=batch_id)
     if not claimed:
@@ -378,7 +404,7 @@ def import_batch_run(*, batch_id: int) -> ImportBatch:
 
 def _progress(batch_id: int, done: int, total: int | None) -> None:
     """A short autocommit UPDATE the progress bar polls (phase 1 holds no transaction)."""
-    ImportBatch.objects.filter(pk=batch_id).update(rows_done=done, rows_total=total)
+    ImportBatch.objects.filter(pk=batch_id).update(rows_done=done, rows_total=total, heartbeat_at=timezone.now())
 
 
 def _stored_pks(hashes: list[str]) -> dict[str, int]:

@@ -26,6 +26,7 @@ from curation.selectors_imports import (
 from curation.services.imports import (
     import_batch_create_from_staged,
     import_batch_dispatch,
+    import_batch_fail_if_stale,
     import_options_check,
     import_preview,
     import_staged_discard,
@@ -261,7 +262,7 @@ def _mapping_step(request):
 @role_required(CURATOR)
 @require_GET
 def import_detail(request, pk: int):
-    batch = access_import_batch(user=request.user, pk=pk)
+    batch = import_batch_fail_if_stale(batch=access_import_batch(user=request.user, pk=pk))
     kind = request.GET.get("kind", "")
     issues = batch.issues or []
     if kind in ("skipped", "error", "duplicate"):
@@ -284,7 +285,7 @@ def import_detail(request, pk: int):
 @role_required(CURATOR)
 @require_GET
 def import_progress(request, pk: int):
-    batch = access_import_batch(user=request.user, pk=pk, with_issues=False)
+    batch = import_batch_fail_if_stale(batch=access_import_batch(user=request.user, pk=pk, with_issues=False))
     return JsonResponse(import_batch_progress(batch))
 
 

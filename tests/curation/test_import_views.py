@@ -330,3 +330,24 @@ def test_api_list_query_count_does_not_grow(client, admin_user, curator, django_
         ImportBatch.objects.create(created_by=curator, filename=f"{i}.json", status="done")
     with django_assert_max_num_queries(len(small.captured_queries)):
         assert client.get("/api/v1/imports/").json()["count"] == 21
+
+
+def test_a_running_batch_whose_worker_went_silent_is_shown_as_failed(client, curator, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from curation.models import ImportBatch
+    from curation.services.imports import import_batch_stale_after
+
+    silent = timezone.now() - import_batch_stale_after() - timedelta(seconds=5)
+    dead = ImportBatch.objects.create(created_by=curator, filename="big.jsonl", status="running", heartbeat_at=silent)
+    alive = ImportBatch.objects.create(created_by=curator, filename="big2.jsonl", status="running", heartbeat_at=timezone.now())
+    client.force_login(curator)
+    body = client.get(f"/curation/imports/{dead.pk}/progress/").json()
+    dead.refresh_from_db()
+    assert dead.status == "failed" and "stopped answering" in dead.error and dead.finished_at
+    assert body["status"] == "failed"
+    client.get(f"/curation/imports/{alive.pk}/")
+    alive.refresh_from_db()
+    assert alive.status == "running" and not alive.error
