@@ -46,6 +46,7 @@ from django.utils.translation import gettext_noop
 from curation.lib import agreement as agreement_lib
 from curation.lib.search import is_cjk_bigram, query_tokens
 from curation.models import Comment, Department, QAPair, QAPairRevision, Review, Tag
+from curation.services.core import CONTENT_FIELDS, LABEL_FIELDS
 from medportal.audit import audit_events_for
 from medportal.errors import InvalidInput
 from medportal.roles import ALL_ROLES, has_role
@@ -344,18 +345,7 @@ def _field_text(name: str, value) -> str:
     return str(value)
 
 
-REVISION_FIELDS = (
-    "instruction",
-    "input",
-    "output",
-    "system",
-    "history",
-    "reasoning",
-    "department",
-    "tags",
-    "disease_codes",
-    "difficulty",
-)
+REVISION_FIELDS = (*CONTENT_FIELDS, *LABEL_FIELDS)  # the keys of core.pair_content()
 
 
 @dataclass(frozen=True, slots=True)

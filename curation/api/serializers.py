@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from curation.models import Comment, QAPair, Review
+from curation.services.core import CONTENT_FIELDS, LABEL_FIELDS
 
 
 class ReviewSerializer(serializers.ModelSerializer):
@@ -49,16 +50,8 @@ class QAPairSerializer(serializers.ModelSerializer):
         model = QAPair
         fields = [
             "id",
-            "instruction",
-            "input",
-            "output",
-            "system",
-            "history",
-            "reasoning",
-            "department",
-            "tags",
-            "disease_codes",
-            "difficulty",
+            *CONTENT_FIELDS,
+            *LABEL_FIELDS,
             "status",
             "version",
             "review_round",

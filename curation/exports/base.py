@@ -9,21 +9,10 @@ from pathlib import Path
 
 from curation.models import DatasetVersion
 from curation.selectors_versions import SPLITS, version_items
+from curation.services.core import CONTENT_FIELDS, LABEL_FIELDS
 
 # Column order of the tabular exports (XLSX sheets, Parquet files).
-COLUMNS: tuple[str, ...] = (
-    "instruction",
-    "input",
-    "output",
-    "system",
-    "history",
-    "reasoning",
-    "department",
-    "tags",
-    "disease_codes",
-    "difficulty",
-    "qa_pair_id",
-)
+COLUMNS: tuple[str, ...] = (*CONTENT_FIELDS, *LABEL_FIELDS, "qa_pair_id")
 
 _UNSAFE = re.compile(r"[^\w.-]+")
 
