@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curation.rare import CaseGenerator, CaseParams, KnowledgeBase, Ranker, parse_ccrd, parse_hpoa, parse_obo  # noqa: E402
+from curation.rare import (  # noqa: E402
+    CaseGenerator,
+    CaseParams,
+    KnowledgeBase,
+    Ranker,
+    parse_ccrd,
+    parse_hpoa,
+    parse_obo,
+)
 
 SHARED = ROOT.parent / "shared" / "datasets"
 HPO = SHARED / "hpo_rare_disease"
@@ -42,10 +49,9 @@ def main(argv=None):
         emit(skipped="shared datasets not found", path=str(SHARED))
         return
 
-    import os
-    import platform
+    from _setup import machine
 
-    emit(figure="machine", cores=os.cpu_count(), python=platform.python_version())
+    emit(figure="machine", machine=machine())
     t = time.perf_counter()
     version, terms = parse_obo(HPO / "hp.obo")
     t_obo = time.perf_counter() - t

@@ -38,6 +38,19 @@ def access_import_batch(*, user, pk, with_issues: bool = True) -> ImportBatch:
         raise Http404("No such import.") from None
 
 
+def import_batch_counts(batch: ImportBatch) -> dict:
+    """The counts of a finished batch, in the shape the command, the API and the UI show."""
+    return {
+        "created": batch.created_count,
+        "duplicates": batch.duplicate_count,
+        "near_duplicates": batch.near_duplicate_count,
+        "skipped": batch.skipped_count,
+        "errors": batch.error_count,
+        "identifiers": batch.identifier_count,
+        "rows": batch.rows_total if batch.rows_total is not None else 0,
+    }
+
+
 def import_batch_progress(batch: ImportBatch) -> dict:
     """The small JSON document the progress bar polls."""
     finished = batch.status in (ImportBatch.Status.DONE, ImportBatch.Status.FAILED)
@@ -52,11 +65,6 @@ def import_batch_progress(batch: ImportBatch) -> dict:
         "rows_done": batch.rows_done,
         "rows_total": batch.rows_total,
         "percent": batch.progress_percent,
-        "created": batch.created_count,
-        "duplicates": batch.duplicate_count,
-        "near_duplicates": batch.near_duplicate_count,
-        "skipped": batch.skipped_count,
-        "errors": batch.error_count,
-        "identifiers": batch.identifier_count,
+        **import_batch_counts(batch),
         "error": batch.error,
     }

@@ -56,6 +56,7 @@ from curation.importers import (
 )
 from curation.lib import fingerprint
 from curation.models import Department, ImportBatch, QAPair, Tag
+from curation.selectors_imports import import_batch_counts
 from curation.services import core
 from curation.services.core import near_duplicate_index
 from medportal.audit import audit_record
@@ -730,19 +731,6 @@ def _write(batch: ImportBatch, options: ImportOptions, plan: _Plan) -> None:
                 summary=f"{created_count} pairs of import #{batch.pk} ({batch.filename}) imported as approved, without review",
                 changes={"batch": batch.pk, "count": created_count},
             )
-
-
-def import_batch_counts(batch: ImportBatch) -> dict:
-    """The counts of a finished batch, in the shape the command, the API and the UI show."""
-    return {
-        "created": batch.created_count,
-        "duplicates": batch.duplicate_count,
-        "near_duplicates": batch.near_duplicate_count,
-        "skipped": batch.skipped_count,
-        "errors": batch.error_count,
-        "identifiers": batch.identifier_count,
-        "rows": batch.rows_total if batch.rows_total is not None else 0,
-    }
 
 
 # --------------------------------------------------------------------------- upload staging (mapping step)
