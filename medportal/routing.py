@@ -1,3 +1,5 @@
-"""WebSocket routes of every app (live import progress now; training and chat later)."""
+"""WebSocket routes of every app (live fine-tune jobs now; chat later)."""
 
-websocket_urlpatterns: list = []
+from training.routing import websocket_urlpatterns as training_ws
+
+websocket_urlpatterns: list = [*training_ws]

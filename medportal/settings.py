@@ -128,6 +128,18 @@ Q_CLUSTER = {
     "ack_failures": True,
     "save_limit": 500,
     "label": "Task queue",
+    # Fine-tunes and evaluations go to the `gpu` cluster: on a GPU host run
+    # `Q_CLUSTER_NAME=gpu manage.py qcluster`. One job per GPU worker; the job's own
+    # heartbeat (not the queue timeout) tells a dead worker from a long run.
+    "ALT_CLUSTERS": {
+        "gpu": {
+            "workers": env.int("MEDPORTAL_GPU_WORKERS", default=1),
+            "timeout": env.int("MEDPORTAL_GPU_TIMEOUT", default=7 * 24 * 3600),
+            "retry": env.int("MEDPORTAL_GPU_TIMEOUT", default=7 * 24 * 3600) + 600,
+            "max_attempts": 1,
+            "recycle": 1,
+        }
+    },
 }
 if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
@@ -211,6 +223,17 @@ SPECTACULAR_SETTINGS = {
 # --- MedPortal ------------------------------------------------------------------------------
 MEDPORTAL_REVIEW_QUORUM = env.int("MEDPORTAL_REVIEW_QUORUM", default=1, validate=validate.Range(min=1, max=10))
 # Files up to this size import inside the request; larger ones go to the django-q2 worker.
+# --- training ---------------------------------------------------------------------------------
+# Where fine-tune jobs write checkpoints, adapters and merged models (one folder per job).
+MEDPORTAL_TRAINING_DIR = Path(env.path("MEDPORTAL_TRAINING_DIR", default=DATA_DIR / "training")).resolve()
+# A running job whose heartbeat is older than this is taken for dead.
+MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S = env.int("MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S", default=120, validate=validate.Range(min=5))
+# What happens to a job whose worker died: "fail" (mark failed with the reason) or "requeue"
+# (queue it again to resume from its last checkpoint).
+MEDPORTAL_ON_WORKER_DEATH = env.str("MEDPORTAL_ON_WORKER_DEATH", default="requeue", validate=validate.OneOf(["fail", "requeue"]))
+# Times a job may be re-queued after worker deaths before it is failed.
+MEDPORTAL_JOB_MAX_ATTEMPTS = env.int("MEDPORTAL_JOB_MAX_ATTEMPTS", default=3, validate=validate.Range(min=1))
+
 MEDPORTAL_IMPORT_INLINE_MAX_BYTES = env.int("MEDPORTAL_IMPORT_INLINE_MAX_KB", default=512) * 1024
 
 LOGGING = {

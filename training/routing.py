@@ -1,0 +1,3 @@
+"""WebSocket routes of the training app (the live fine-tune job page)."""
+
+websocket_urlpatterns: list = []
