@@ -116,6 +116,12 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# --- cache (API throttling): shared through Redis when there is one ----------------------------
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "medportal"}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "medportal"}}
+
 # --- django-q2 ------------------------------------------------------------------------------
 # timeout < retry, or a long task is handed to a second worker while the first still runs.
 Q_CLUSTER = {
@@ -202,7 +208,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "medportal.errors.api_exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"user": "600/min"},
+    "DEFAULT_THROTTLE_RATES": {"user": "600/min", "diagnose": env.str("MEDPORTAL_DIAGNOSE_RATE", default="30/min")},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MedPortal API",
@@ -233,6 +239,24 @@ MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S = env.int("MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S",
 MEDPORTAL_ON_WORKER_DEATH = env.str("MEDPORTAL_ON_WORKER_DEATH", default="requeue", validate=validate.OneOf(["fail", "requeue"]))
 # Times a job may be re-queued after worker deaths before it is failed.
 MEDPORTAL_JOB_MAX_ATTEMPTS = env.int("MEDPORTAL_JOB_MAX_ATTEMPTS", default=3, validate=validate.Range(min=1))
+
+# --- inference ---------------------------------------------------------------------------------
+# An OpenAI-compatible server (vLLM `vllm serve BASE --enable-lora --lora-modules job-N=…`, or
+# `manage.py serve_model`); empty = generate in this process with transformers.
+MEDPORTAL_INFERENCE_URL = env.str("MEDPORTAL_INFERENCE_URL", default="")
+MEDPORTAL_INFERENCE_API_KEY = env.str("MEDPORTAL_INFERENCE_API_KEY", default="")
+# In-process backend: memory bound of the model cache, and generations allowed at once.
+MEDPORTAL_INFERENCE_CACHE_MB = env.int("MEDPORTAL_INFERENCE_CACHE_MB", default=8192, validate=validate.Range(min=16))
+MEDPORTAL_INFERENCE_MAX_CONCURRENT = env.int("MEDPORTAL_INFERENCE_MAX_CONCURRENT", default=2, validate=validate.Range(min=1))
+
+# Optional paraphrase of generated rare-disease vignettes: a registered base model (+ a job's adapter).
+MEDPORTAL_REWRITE_MODEL = env.str("MEDPORTAL_REWRITE_MODEL", default="")
+MEDPORTAL_REWRITE_JOB = env.int("MEDPORTAL_REWRITE_JOB", default=None, allow_none=True)
+MEDPORTAL_REWRITE_MAX_NEW_TOKENS = env.int("MEDPORTAL_REWRITE_MAX_NEW_TOKENS", default=512, validate=validate.Range(min=16, max=4096))
+
+# /api/v1/diagnose/: the model it asks when the request names none (a registered base model name,
+# optionally "NAME:JOB_ID" for an adapter); empty = the most recently succeeded adapter, else the first model.
+MEDPORTAL_DIAGNOSE_MODEL = env.str("MEDPORTAL_DIAGNOSE_MODEL", default="")
 
 MEDPORTAL_IMPORT_INLINE_MAX_BYTES = env.int("MEDPORTAL_IMPORT_INLINE_MAX_KB", default=512) * 1024
 

@@ -14,6 +14,7 @@ from . import views
 api_v1 = [
     path("", include("curation.api.urls")),
     path("", include("training.api.urls")),
+    path("", include("chat.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
@@ -28,6 +29,7 @@ urlpatterns = [
     path("audit/", views.audit_log, name="audit-log"),
     path("curation/", include("curation.urls")),
     path("training/", include("training.urls")),
+    path("chat/", include("chat.urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
 ]

@@ -91,6 +91,7 @@ class GenerateSerializer(serializers.Serializer):
     lang = serializers.ChoiceField(choices=LANGS, default="zh")
     task = serializers.ChoiceField(choices=TASKS, default="diagnosis")
     seed = serializers.IntegerField(default=0)
+    rewrite = serializers.BooleanField(default=False, help_text="Paraphrase each vignette with the configured inference model (MEDPORTAL_REWRITE_MODEL).")
 
 
 class GenerationJobSerializer(serializers.ModelSerializer):

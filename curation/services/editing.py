@@ -31,7 +31,7 @@ from curation.services.review import (
 )
 from medportal.audit import audit_record, audit_record_many
 from medportal.errors import InvalidInput, InvalidTransition, NotAllowed
-from medportal.roles import CURATOR, has_role
+from medportal.roles import CLINICIAN, CURATOR, has_role
 
 S = QAPair.Status
 TEXT_FIELDS = ("instruction", "input", "output", "system", "reasoning")
@@ -198,6 +198,73 @@ def qa_pair_create(
     """A new draft pair written by hand (curators and admins)."""
     if not has_role(author, CURATOR):
         raise NotAllowed(_("Only curators and admins create pairs."))
+    return _qa_pair_create(
+        author=author,
+        instruction=instruction,
+        output=output,
+        input=input,
+        system=system,
+        history=history,
+        reasoning=reasoning,
+        department=department,
+        tags=tags,
+        disease_codes=disease_codes,
+        difficulty=difficulty,
+        source=source,
+    )
+
+
+def qa_pair_create_from_correction(
+    *,
+    author,
+    instruction: str,
+    output: str,
+    system: str = "",
+    history: Sequence | None = None,
+    department: str = "",
+    source_ref: str = "",
+    extra: dict | None = None,
+) -> QAPair:
+    """A clinician's corrected model answer → a draft pair, submitted for review at once.
+
+    Clinicians (and admins) may do this although they don't create pairs otherwise: the
+    correction is their own text, and it goes through review like any other pair."""
+    from curation.services.review import qa_pair_submit
+
+    if not has_role(author, CLINICIAN):
+        raise NotAllowed(_("Only clinicians and admins send corrections into review."))
+    with transaction.atomic():
+        pair = _qa_pair_create(
+            author=author,
+            instruction=instruction,
+            output=output,
+            system=system,
+            history=history,
+            department=department,
+            source="chat-correction",
+            source_ref=source_ref,
+            extra=extra,
+        )
+        return qa_pair_submit(pair=pair, actor=author, version=pair.version)
+
+
+def _qa_pair_create(
+    *,
+    author,
+    instruction: str,
+    output: str,
+    input: str = "",
+    system: str = "",
+    history: Sequence | None = None,
+    reasoning: str = "",
+    department: str = "",
+    tags: Iterable[str] | str = (),
+    disease_codes: Iterable[str] | str = (),
+    difficulty: str = "",
+    source: str = "manual",
+    source_ref: str = "",
+    extra: dict | None = None,
+) -> QAPair:
     data = _clean_changes(
         {
             "instruction": instruction,
@@ -216,6 +283,8 @@ def qa_pair_create(
         pair = QAPair(
             author=author,
             source=(source or "")[:255],
+            source_ref=(source_ref or "")[:255],
+            extra=dict(extra or {}),
             status=S.DRAFT,
             **{k: data[k] for k in (*TEXT_FIELDS, "history", "disease_codes", "difficulty")},
         )

@@ -507,18 +507,33 @@ class RareCasesParams:
     lang: str
     task: str
     seed: int
+    rewrite: bool = False
 
     def to_dict(self) -> dict:
-        return {"disease_ids": list(self.disease_ids), "count": self.count, "lang": self.lang, "task": self.task, "seed": self.seed}
+        return {
+            "disease_ids": list(self.disease_ids),
+            "count": self.count,
+            "lang": self.lang,
+            "task": self.task,
+            "seed": self.seed,
+            "rewrite": self.rewrite,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> RareCasesParams:
         return cls(
-            disease_ids=tuple(data["disease_ids"]), count=int(data["count"]), lang=data["lang"], task=data["task"], seed=int(data["seed"])
+            disease_ids=tuple(data["disease_ids"]),
+            count=int(data["count"]),
+            lang=data["lang"],
+            task=data["task"],
+            seed=int(data["seed"]),
+            rewrite=bool(data.get("rewrite", False)),
         )
 
 
-def rare_cases_check(*, user, disease_ids: Iterable[str], count, lang: str = "zh", task: str = "diagnosis", seed=0) -> RareCasesParams:
+def rare_cases_check(
+    *, user, disease_ids: Iterable[str], count, lang: str = "zh", task: str = "diagnosis", seed=0, rewrite: bool = False
+) -> RareCasesParams:
     """Validate a generation request; raises NotAllowed / InvalidInput, writes nothing."""
     if not has_role(user, CURATOR):
         raise NotAllowed(_("Only curators and admins can generate synthetic cases."))
@@ -545,7 +560,11 @@ def rare_cases_check(*, user, disease_ids: Iterable[str], count, lang: str = "zh
     missing = [d for d in ids if d not in known]
     if missing:
         raise InvalidInput(_("Unknown disease ids: %(ids)s.") % {"ids": ", ".join(missing)}, details={"unknown": missing})
-    return RareCasesParams(disease_ids=tuple(ids), count=count, lang=lang, task=task, seed=seed)
+    if rewrite:
+        from curation.services.rare_rewrite import rewriter_get
+
+        rewriter_get()  # InvalidInput when no rewrite model is configured
+    return RareCasesParams(disease_ids=tuple(ids), count=count, lang=lang, task=task, seed=seed, rewrite=bool(rewrite))
 
 
 def _case_seed(seed: int, index: int) -> int:
@@ -580,7 +599,8 @@ def _difficulty(value) -> str:
     return value if value in QAPair.Difficulty.values else ""
 
 
-def _pair_from_case(case, *, user, seed: int, department, now) -> QAPair:
+def _pair_from_case(case, *, user, seed: int, department, now, rewrite: tuple[str | None, str, str] | None = None) -> QAPair:
+    """``rewrite`` = (rewritten question or None, problem, model label) when the rewrite step ran."""
     params = case.params
     if hasattr(params, "__dataclass_fields__"):
         params = asdict(params)
@@ -614,21 +634,47 @@ def _pair_from_case(case, *, user, seed: int, department, now) -> QAPair:
         difficulty=_difficulty(case.difficulty),
         department=department,
     )
+    if rewrite is not None:
+        text, problem, model_label = rewrite
+        if text:
+            pair.instruction = text
+            pair.synthetic_meta.update(rewritten=True, original_question=case.question, rewrite_model=model_label)
+        else:
+            pair.synthetic_meta.update(rewrite_model=model_label, rewrite_error=problem)
     core.pair_apply_derived(pair)
     return pair
 
 
+def _rewrites(items, params: RareCasesParams, on_progress: Callable[[int], None] | None = None) -> list:
+    """(disease id, case, rewrite) triples; the rewrite is None unless the step was asked for."""
+    if not params.rewrite:
+        return [(d, item, None) for d, item in items]
+    from curation.services.rare_rewrite import rewriter_get
+
+    rewriter = rewriter_get()
+    out = []
+    for i, (disease_id, item) in enumerate(items):
+        if isinstance(item, Exception):
+            out.append((disease_id, item, None))
+            continue
+        text, problem = rewriter(item.question, lang=params.lang, seed=params.seed + i)
+        out.append((disease_id, item, (text, problem, rewriter.model_label)))
+        if on_progress is not None:
+            on_progress(i + 1)
+    return out
+
+
 def _store_cases(items, *, user, params: RareCasesParams, result: RareCasesResult) -> None:
-    """Write generated cases as QA pairs (one transaction per call)."""
+    """Write generated (disease id, case, rewrite) triples as QA pairs (one transaction per call)."""
     now = timezone.now()
     department = core.department_get_or_create(rare_department())
     seen_hashes: set[str] = set()
     pairs: list[QAPair] = []
-    for disease_id, item in items:
+    for disease_id, item, rewrite in items:
         if isinstance(item, Exception):
             result.errors.append({"disease_id": disease_id, "message": f"{item.__class__.__name__}: {item}"})
             continue
-        pair = _pair_from_case(item, user=user, seed=params.seed, department=department, now=now)
+        pair = _pair_from_case(item, user=user, seed=params.seed, department=department, now=now, rewrite=rewrite)
         if pair.content_hash in seen_hashes:
             result.duplicates += 1
             continue
@@ -648,13 +694,14 @@ def _store_cases(items, *, user, params: RareCasesParams, result: RareCasesResul
 
 
 def rare_cases_generate(
-    *, user, disease_ids: Sequence[str], count: int = 1, lang: str = "zh", task: str = "diagnosis", seed: int = 0
+    *, user, disease_ids: Sequence[str], count: int = 1, lang: str = "zh", task: str = "diagnosis", seed: int = 0, rewrite: bool = False
 ) -> RareCasesResult:
     """Generate ``count`` cases per disease now and store them as synthetic QA pairs in review."""
-    params = rare_cases_check(user=user, disease_ids=disease_ids, count=count, lang=lang, task=task, seed=seed)
+    params = rare_cases_check(user=user, disease_ids=disease_ids, count=count, lang=lang, task=task, seed=seed, rewrite=rewrite)
     result = RareCasesResult()
+    items = _rewrites(list(_generate_cases(params)), params)  # model calls stay outside the transaction
     with transaction.atomic():
-        _store_cases(_generate_cases(params), user=user, params=params, result=result)
+        _store_cases(items, user=user, params=params, result=result)
         _audit_generate(user=user, params=params, result=result, target=None)
     return result
 
@@ -685,17 +732,28 @@ def _audit_generate(*, user, params: RareCasesParams, result: RareCasesResult, t
 
 
 def rare_cases_start(
-    *, user, disease_ids: Sequence[str], count: int = 1, lang: str = "zh", task: str = "diagnosis", seed: int = 0, inline: bool | None = None
+    *,
+    user,
+    disease_ids: Sequence[str],
+    count: int = 1,
+    lang: str = "zh",
+    task: str = "diagnosis",
+    seed: int = 0,
+    rewrite: bool = False,
+    inline: bool | None = None,
 ) -> GenerationJob:
-    """Create a job; small ones (≤ MEDPORTAL_RARE_INLINE_MAX_CASES cases) run now, others on the worker."""
-    params = rare_cases_check(user=user, disease_ids=disease_ids, count=count, lang=lang, task=task, seed=seed)
+    """Create a job; small ones (≤ MEDPORTAL_RARE_INLINE_MAX_CASES cases) run now, others on the worker.
+
+    With ``rewrite`` every vignette is paraphrased by the configured model: that always runs
+    on the worker (it is a model generation per case)."""
+    params = rare_cases_check(user=user, disease_ids=disease_ids, count=count, lang=lang, task=task, seed=seed, rewrite=rewrite)
     total = params.count * len(params.disease_ids)
     job = GenerationJob(created_by=user, params=params.to_dict(), total=total)
     job.full_clean()
     job.save()
     audit_record(actor=user, action="rare_cases.queue", target=job, summary=f"Case generation #{job.pk}: {total} cases", changes=params.to_dict())
     if inline is None:
-        inline = total <= rare_inline_max_cases()
+        inline = total <= rare_inline_max_cases() and not params.rewrite
     if inline:
         return rare_cases_run(job_id=job.pk)
     transaction.on_commit(lambda pk=job.pk: _enqueue(pk))
@@ -731,7 +789,9 @@ def rare_cases_run(*, job_id: int) -> GenerationJob:
         GenerationJob.objects.filter(pk=job_id).update(done=min(done, job.total))
 
     try:
-        items = list(_generate_cases(params, on_progress=on_progress))
+        items = list(_generate_cases(params, on_progress=None if params.rewrite else on_progress))
+        # The rewrite (one model generation per case) is the slow part when asked for: it drives progress.
+        items = _rewrites(items, params, on_progress=on_progress)
         with transaction.atomic():
             _store_cases(items, user=job.created_by, params=params, result=result)
             GenerationJob.objects.filter(pk=job_id).update(

@@ -107,6 +107,20 @@ class GenerateForm(forms.Form):
         widget=forms.NumberInput(attrs={"class": "form-control"}),
     )
 
+    rewrite = forms.BooleanField(
+        label=gettext_lazy("Rewrite each vignette with the model"),
+        required=False,
+        help_text=gettext_lazy("Paraphrased by the configured inference model; the original text is kept and the pair is marked as rewritten."),
+        widget=forms.CheckboxInput(attrs={"class": "form-check-input"}),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from curation.services.rare_rewrite import rewrite_available
+
+        if not rewrite_available():
+            del self.fields["rewrite"]
+
     def disease_ids(self) -> list[str]:
         return [p for p in _ID_SPLIT.split(self.cleaned_data.get("diseases") or "") if p]
 
@@ -126,6 +140,7 @@ def rare_generate(request):
                     lang=data["lang"],
                     task=data["task"],
                     seed=data["seed"],
+                    rewrite=bool(data.get("rewrite")),
                 )
             except ApplicationError as exc:
                 form.add_error(None, exc.message)

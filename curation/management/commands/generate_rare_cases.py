@@ -1,7 +1,7 @@
 """manage.py generate_rare_cases: synthetic rare-disease cases as QA pairs in review.
 
     python manage.py generate_rare_cases --disease ORPHA:558 [--disease CCRD:1] [--count 5]
-        [--lang zh|en] [--task diagnosis|next_test|differential] [--seed 0] [--as-user U] [--json]
+        [--lang zh|en] [--task diagnosis|next_test|differential] [--seed 0] [--rewrite] [--as-user U] [--json]
 
 Runs synchronously. ``--json`` prints ``{"created": n, "qa_pair_ids": [...], ...}`` as the last line.
 """
@@ -26,6 +26,9 @@ class Command(BaseCommand):
         parser.add_argument("--lang", choices=LANGS, default="zh")
         parser.add_argument("--task", choices=TASKS, default="diagnosis")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--rewrite", action="store_true", help="Paraphrase each vignette with the configured model (MEDPORTAL_REWRITE_MODEL)."
+        )
         parser.add_argument("--as-user", dest="as_user", help="Author of the pairs (default: the first superuser).")
         parser.add_argument("--json", action="store_true", help="Print the result as one JSON object on the last line.")
 
@@ -35,7 +38,8 @@ class Command(BaseCommand):
         ids = [p.strip() for d in opts["disease"] for p in d.split(",") if p.strip()]
         try:
             result = rare_cases_generate(
-                user=user, disease_ids=ids, count=opts["count"], lang=opts["lang"], task=opts["task"], seed=opts["seed"]
+                user=user, disease_ids=ids, count=opts["count"], lang=opts["lang"], task=opts["task"], seed=opts["seed"],
+                rewrite=opts["rewrite"],
             )
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
