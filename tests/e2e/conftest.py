@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,3 +52,41 @@ def login(page, live_server, username: str, password: str) -> None:
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/")
+
+
+@pytest.fixture(scope="session")
+def asgi_server():
+    """Daphne on 127.0.0.1:<free port> in a daemon thread (Twisted's reactor runs once per process)."""
+    from daphne.server import Server  # installs the asyncio Twisted reactor
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+    from django.db import connections
+
+    from medportal.asgi import application
+
+    # Daphne's request and consumer threads open their own connections: close them after
+    # each request / call (as SQLite does anyway), or PostgreSQL cannot drop the test database.
+    db = connections.settings["default"]
+    conn_max_age = db.get("CONN_MAX_AGE", 0)
+    db["CONN_MAX_AGE"] = 0
+    ready = threading.Event()
+    server = Server(
+        ASGIStaticFilesHandler(application),
+        endpoints=["tcp:port=0:interface=127.0.0.1"],
+        signal_handlers=False,
+        verbosity=0,
+        ready_callable=ready.set,
+    )
+    thread = threading.Thread(target=server.run, name="daphne-e2e", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.listening_addresses and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.listening_addresses:
+        pytest.fail("Daphne did not start listening")
+    host, port = server.listening_addresses[0]
+    yield SimpleNamespace(url=f"http://{host}:{port}")
+    from twisted.internet import reactor
+
+    reactor.callFromThread(server.stop)
+    thread.join(timeout=10)
+    db["CONN_MAX_AGE"] = conn_max_age
