@@ -223,6 +223,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "QAPairStatusEnum": "curation.models.QAPair.Status",
         "JobStatusEnum": "curation.models.JobStatus",
+        "FineTuneJobStatusEnum": "training.models.FineTuneJob.Status",
     },
 }
 

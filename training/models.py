@@ -135,3 +135,4 @@ class FineTuneMetric(models.Model):
     class Meta:
         ordering = ["job", "kind", "step"]
         constraints = [models.UniqueConstraint(fields=["job", "kind", "step"], name="one_metric_per_step")]
+from training.models_eval import *  # noqa: E402,F401,F403

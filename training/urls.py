@@ -1,7 +1,8 @@
-"""Pages of the training app (base models, fine-tune jobs)."""
+"""Pages of the training app: base models, fine-tune jobs (docs/training-ui.md) and evaluation
+runs with their reports (docs/evaluation-report.md)."""
 
-from django.urls import path  # noqa: F401
+from training.views import base_models, evaluations, jobs
 
 app_name = "training"
 
-urlpatterns: list = []
+urlpatterns = [*base_models.urlpatterns, *jobs.urlpatterns, *evaluations.urlpatterns]
