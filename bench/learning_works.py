@@ -17,7 +17,7 @@ End to end through MedPortal's own code paths, on a throwaway SQLite database:
 Prints both summaries, the deltas and the timings as one JSON line; exits 1 when the tuned model
 does not beat its base on BLEU-4 and on every ROUGE.
 
-    .venv/bin/python bench/learning_works.py [--limit 3000] [--test 200] [--steps 300] [--max-new-tokens 128]
+    .venv/bin/python bench/learning_works.py [--limit 3000] [--test 200] [--steps 200] [--max-new-tokens 128]
 """
 
 from __future__ import annotations
@@ -47,11 +47,14 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--test", type=int, default=200, help="Target size of the test split (default 200).")
     parser.add_argument("--validation", type=int, default=100, help="Target size of the validation split (default 100).")
     parser.add_argument("--pretrain-steps", type=int, default=None, help="Demo model pre-training steps (default: the builder's).")
-    parser.add_argument("--steps", type=int, default=300, help="Fine-tune max_steps (default 300).")
+    parser.add_argument(
+        "--model", help="Reuse a demo model this bench built before (its demo-model folder: same data, same split) instead of building one."
+    )
+    parser.add_argument("--steps", type=int, default=200, help="Fine-tune max_steps (default 200).")
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--cutoff", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=8, help="per_device_train_batch_size (default 8).")
+    parser.add_argument("--batch", type=int, default=4, help="per_device_train_batch_size (default 4).")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="More fine-tune overrides.")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--eval-batch", type=int, default=16)
@@ -134,8 +137,14 @@ def main() -> int:
             "\n".join(p for p in (item.content.get("instruction"), item.content.get("input"), item.content.get("output")) if p)
             for item in version.items.filter(split="train").only("content")
         ]
-        build_kwargs = {} if args.pretrain_steps is None else {"pretrain_steps": args.pretrain_steps}
-        built = build_demo_model(workdir / "demo-model", demo_corpus() + train_texts, **build_kwargs)
+        if args.model:
+            from training.engine.demo_model import METADATA_FILE
+
+            built = json.loads((Path(args.model) / METADATA_FILE).read_text(encoding="utf-8"))
+            built["path"] = str(Path(args.model).resolve())
+        else:
+            build_kwargs = {} if args.pretrain_steps is None else {"pretrain_steps": args.pretrain_steps}
+            built = build_demo_model(workdir / "demo-model", demo_corpus() + train_texts, **build_kwargs)
         base = base_model_register(actor=admin, name="demo-learning-works", path=built["path"])
         timings["build_model_s"] = round(time.perf_counter() - t0, 2)
         log(
@@ -193,7 +202,7 @@ def main() -> int:
                 "data": str(data),
                 "imported_pairs": imported,
                 "dataset_version": version.counts,
-                "model": {k: built[k] for k in ("num_parameters", "vocab_size", "steps", "initial_loss", "final_loss")},
+                "model": {k: built[k] for k in ("num_parameters", "vocab_size", "steps", "initial_loss", "final_loss")} | {"reused": bool(args.model)},
                 "finetune": {
                     "preset": "cpu_demo",
                     "overrides": overrides,

@@ -9,12 +9,18 @@ and the README list every variable.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from django.utils.translation import gettext_lazy as _
 from environs import Env, validate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Torch on CPU (in-process chat and evaluation): OpenMP's default busy-wait makes threads of
+# processes that share a few cores spin against each other (a training step measured 25x
+# slower). Set before torch is imported; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 env = Env(eager=True, expand_vars=False)
 

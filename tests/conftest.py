@@ -7,7 +7,14 @@ role and a user with no role at all.
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
+
+# Under pytest-xdist each worker gets one torch thread: two workers with two threads each on a
+# 2-core machine spend their time contending. Set before torch is first imported.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest
 

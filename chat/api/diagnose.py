@@ -9,7 +9,6 @@ with ``"stream": true``. Any MedPortal role; throttled per user (MEDPORTAL_DIAGN
 from __future__ import annotations
 
 import json
-import time
 
 from django.conf import settings
 from django.http import StreamingHttpResponse

@@ -29,6 +29,11 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+# Before torch loads OpenMP: threads that wait sleep instead of spinning. On a shared CPU host (web
+# server, worker, evaluation on the same two cores) spinning OpenMP threads made a training step
+# 25× slower (bench/train_bench.py, docs/training-engine.md); an explicit setting is respected.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 class _Stop:
     """Stop when signalled, or when the parent process is gone (a worker killed with -9 leaves an orphan)."""
