@@ -229,7 +229,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "QAPairStatusEnum": "curation.models.QAPair.Status",
         "JobStatusEnum": "curation.models.JobStatus",
-        "FineTuneJobStatusEnum": "training.models.FineTuneJob.Status",
+        "RunStatusEnum": "training.models.FineTuneJob.Status",  # EvalRun.Status has the same choices
     },
 }
 
@@ -264,6 +264,11 @@ MEDPORTAL_REWRITE_MAX_NEW_TOKENS = env.int("MEDPORTAL_REWRITE_MAX_NEW_TOKENS", d
 # /api/v1/diagnose/: the model it asks when the request names none (a registered base model name,
 # optionally "NAME:JOB_ID" for an adapter); empty = the most recently succeeded adapter, else the first model.
 MEDPORTAL_DIAGNOSE_MODEL = env.str("MEDPORTAL_DIAGNOSE_MODEL", default="")
+
+# Evaluation runs: concurrent requests to an OpenAI-compatible server, and answers streamed one at
+# a time for the speed test (time to first token, latency per answer).
+MEDPORTAL_EVAL_CONCURRENCY = env.int("MEDPORTAL_EVAL_CONCURRENCY", default=8, validate=validate.Range(min=1))
+MEDPORTAL_EVAL_SPEED_SAMPLES = env.int("MEDPORTAL_EVAL_SPEED_SAMPLES", default=20, validate=validate.Range(min=0))
 
 MEDPORTAL_IMPORT_INLINE_MAX_BYTES = env.int("MEDPORTAL_IMPORT_INLINE_MAX_KB", default=512) * 1024
 

@@ -100,7 +100,7 @@ ENGINE_HELP_TEXTS: dict[str, str] = {
     "seed": gettext_noop("Seed for the split, the shuffling and the LoRA initialisation."),
     "bf16": gettext_noop("bfloat16 mixed precision (GPU)."),
     "fp16": gettext_noop("float16 mixed precision (GPU)."),
-    "gradient_checkpointing": gettext_noop("Recompute activations in the backward pass: less memory, ~30% slower."),
+    "gradient_checkpointing": gettext_noop("Recompute activations in the backward pass: less memory, about a third slower."),
     "quantization_bit": gettext_noop("Load the base weights in 4 bits (QLoRA) or 8 bits; CUDA only."),
     "deepspeed_stage": gettext_noop("DeepSpeed ZeRO stage 2 or 3 for multi-GPU (needs the gpu extra)."),
     "save_steps": gettext_noop("Save a resumable checkpoint every N optimizer steps."),
@@ -257,6 +257,14 @@ class FineTuneJobForm(forms.Form):
         required=False,
         help_text=_("Empty choice: the site default."),
         widget=forms.Select(attrs={"class": "form-select"}),
+    )
+
+    evaluate_after = forms.BooleanField(
+        label=_("Evaluate base and tuned when done"),
+        required=False,
+        initial=True,
+        help_text=_("When the job succeeds, queue BLEU/ROUGE evaluations of the base and the tuned model on the held-out split."),
+        widget=forms.CheckboxInput(attrs={"class": "form-check-input"}),
     )
 
     def __init__(self, *args, **kwargs):

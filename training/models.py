@@ -64,6 +64,13 @@ class FineTuneJob(models.Model):
     # training.engine.config.FinetuneConfig.to_dict(): every knob, validated on construction.
     config = models.JSONField(_("configuration"), default=dict)
     on_worker_death = models.CharField(_("if the worker dies"), max_length=10, choices=OnWorkerDeath.choices, default=OnWorkerDeath.REQUEUE)
+    # When the job succeeds, queue the evaluation of the base and the tuned model on the held-out
+    # split (test, else validation): training.services.evaluations.evaluations_after_finetune.
+    evaluate_after = models.BooleanField(
+        _("evaluate when done"),
+        default=False,
+        help_text=_("When the job succeeds, evaluate the base model and the tuned model on the held-out split."),
+    )
 
     status = models.CharField(_("status"), max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress = models.FloatField(_("progress"), default=0.0)  # 0..1

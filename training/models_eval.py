@@ -21,17 +21,6 @@ from training.models import BaseModel, FineTuneJob
 __all__ = ["EvalRun", "EvalSample"]
 
 
-# A fine-tune queues the evaluation of its base and tuned models when it succeeds (test split, or
-# the validation split when the version has no test split). Declared here so that training/models.py
-# keeps its own fields; migration 0003 adds the column.
-FineTuneJob.add_to_class(
-    "evaluate_after",
-    models.BooleanField(
-        _("evaluate when done"),
-        default=True,
-        help_text=_("When the job succeeds, evaluate the base model and the tuned model on the held-out split."),
-    ),
-)
 
 
 class EvalRun(models.Model):

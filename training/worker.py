@@ -270,6 +270,11 @@ class _Run:
                 summary=summary,
                 changes={"status": status, "attempt": self.attempt},
             )
+            if status == Status.SUCCEEDED:
+                from training.services.evaluations import evaluations_after_finetune
+
+                self.job.refresh_from_db()
+                evaluations_after_finetune(self.job)  # no-op unless the job asked for it; never raises
 
     # ---- preparing ---------------------------------------------------------------------
 

@@ -23,8 +23,11 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium per test module: Playwright's sync API keeps an event loop running in this
+    thread while it is open, and the socket tests that run later in the same xdist worker call
+    ``async_to_sync``, which refuses to run inside a running loop."""
     if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
         pytest.skip("Debian's chromium is not installed (make test installs it when run as root)")
     sync_api = pytest.importorskip("playwright.sync_api")

@@ -83,6 +83,7 @@ def test_run_finetune_sync_trains_a_real_adapter_and_merge_adapter_registers_it(
         "--set", "cutoff_len=96",
         "--set", "save_steps=2",
         "--set", "eval_steps=2",
+        "--evaluate",
         "--sync",
         "--json",
     )  # fmt: skip
@@ -112,6 +113,12 @@ def test_run_finetune_sync_trains_a_real_adapter_and_merge_adapter_registers_it(
     assert len(json.loads((out / "data" / "train.json").read_text())) == 6
     assert len(json.loads((out / "data" / "validation.json").read_text())) == 2
     assert AuditEvent.objects.filter(action="finetune_job.finish", target_id=str(job.pk), summary__contains="succeeded").exists()
+    # --evaluate: the success queued the base and the tuned evaluation on the held-out split
+    from training.models import EvalRun
+
+    runs = list(EvalRun.objects.order_by("pk"))
+    assert job.evaluate_after and [(r.job_id, r.status) for r in runs] == [(None, "queued"), (job.pk, "queued")]
+    assert runs[0].group == runs[1].group and runs[0].split in ("test", "validation")
 
     merged = json.loads(run("merge_adapter", "--job", str(job.pk), "--name", "demo-merged", "--json")[-1])
     model = BaseModel.objects.get(name="demo-merged")

@@ -311,6 +311,8 @@ def test_runs_whose_worker_went_silent_are_failed_with_the_reason(admin_user, ve
 
 
 def test_a_succeeded_fine_tune_queues_its_base_and_tuned_evaluation_on_the_test_split(admin_user, version, tuned_job):
+    assert evaluations_after_finetune(tuned_job, enqueue=False) == []  # not asked for (the default)
+    job_update(tuned_job, evaluate_after=True)
     runs = evaluations_after_finetune(tuned_job, enqueue=False)
     assert [(r.job_id, r.split, r.status) for r in runs] == [(None, "test", Status.QUEUED), (tuned_job.pk, "test", Status.QUEUED)]
     assert runs[0].group == runs[1].group and runs[0].created_by == tuned_job.created_by
@@ -325,6 +327,7 @@ def test_after_a_fine_tune_the_validation_split_stands_in_and_nothing_is_queued_
 ):
     no_test = make_eval_version(curator, make_pair, pairs=6, split=(0.5, 0.5, 0.0), name="no-test")
     job = make_job(admin_user, no_test, model)
+    job_update(job, evaluate_after=True)
     assert evaluations_after_finetune(job, enqueue=False) == []  # not succeeded
     job_update(job, status=FineTuneJob.Status.SUCCEEDED, adapter_path=str(lora_adapter_dir))
     assert [r.split for r in evaluations_after_finetune(job, enqueue=False)] == ["validation", "validation"]
@@ -332,7 +335,7 @@ def test_after_a_fine_tune_the_validation_split_stands_in_and_nothing_is_queued_
     assert evaluations_after_finetune(job, enqueue=False) == []
     train_only = make_eval_version(curator, make_pair, pairs=3, split=(1.0, 0.0, 0.0), name="train-only")
     job2 = make_job(admin_user, train_only, model)
-    job_update(job2, status=FineTuneJob.Status.SUCCEEDED, adapter_path=str(lora_adapter_dir))
+    job_update(job2, status=FineTuneJob.Status.SUCCEEDED, adapter_path=str(lora_adapter_dir), evaluate_after=True)
     assert evaluations_after_finetune(job2, enqueue=False) == []
     assert EvalRun.objects.count() == 2
 

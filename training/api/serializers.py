@@ -136,6 +136,7 @@ class FineTuneJobDetailSerializer(serializers.Serializer):
     preset = serializers.CharField(allow_blank=True)
     config = serializers.DictField(help_text="Every knob of training.engine.config.FinetuneConfig.")
     on_worker_death = serializers.ChoiceField(choices=FineTuneJob.OnWorkerDeath.choices)
+    evaluate_after = serializers.BooleanField()
     output_dir = serializers.CharField(allow_blank=True)
     last_checkpoint = serializers.CharField(allow_blank=True)
     created_by = serializers.CharField()
@@ -152,6 +153,7 @@ def job_detail_data(job: FineTuneJob, snapshot: dict) -> dict:
         "preset": job.preset,
         "config": job.config,
         "on_worker_death": job.on_worker_death,
+        "evaluate_after": job.evaluate_after,
         "output_dir": job.output_dir,
         "last_checkpoint": job.last_checkpoint,
         "created_by": job.created_by.get_username(),
@@ -171,6 +173,9 @@ class FineTuneJobCreateSerializer(serializers.Serializer):
         required=False, allow_blank=True, default="", help_text="llamafactory, qwen3_medical, cpu_demo, or empty for the engine defaults."
     )
     overrides = OverridesField(required=False, default=dict)
+    evaluate_after = serializers.BooleanField(
+        default=False, help_text="When the job succeeds, queue evaluations of the base and the tuned model on the held-out split."
+    )
     on_worker_death = serializers.ChoiceField(
         choices=FineTuneJob.OnWorkerDeath.choices,
         required=False,

@@ -136,6 +136,7 @@ class JobListView(_TrainingView):
             preset=data["preset"],
             overrides=data["overrides"],
             on_worker_death=data["on_worker_death"],
+            evaluate_after=data["evaluate_after"],
         )
         return Response(_detail(job), status=status.HTTP_201_CREATED)
 

@@ -83,7 +83,7 @@ class FinetuneConfig:
     bf16: bool = field(default=False, metadata=_help("bfloat16 mixed precision (GPU).", "hardware"))
     fp16: bool = field(default=False, metadata=_help("float16 mixed precision (GPU).", "hardware"))
     gradient_checkpointing: bool = field(
-        default=False, metadata=_help("Recompute activations in the backward pass: less memory, ~30% slower.", "hardware")
+        default=False, metadata=_help("Recompute activations in the backward pass: less memory, about a third slower.", "hardware")
     )
     quantization_bit: int | None = field(
         default=None, metadata=_help("Load the base weights in 4 bits (QLoRA) or 8 bits; CUDA only.", "hardware")

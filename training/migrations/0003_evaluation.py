@@ -34,7 +34,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='finetunejob',
             name='evaluate_after',
-            field=models.BooleanField(default=True, help_text='When the job succeeds, evaluate the base model and the tuned model on the held-out split.', verbose_name='evaluate when done'),
+            field=models.BooleanField(default=False, help_text='When the job succeeds, evaluate the base model and the tuned model on the held-out split.', verbose_name='evaluate when done'),
         ),
         migrations.CreateModel(
             name='EvalRun',

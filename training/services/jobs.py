@@ -140,6 +140,7 @@ def finetune_job_create(
     overrides: dict | None = None,
     on_worker_death: str | None = None,
     enqueue: bool = True,
+    evaluate_after: bool = False,
 ) -> FineTuneJob:
     """Queue a LoRA fine-tune of ``base_model`` on the train split of ``dataset_version``.
 
@@ -177,6 +178,7 @@ def finetune_job_create(
             preset=(preset or "").strip(),
             config=config.to_dict(),
             on_worker_death=policy,
+            evaluate_after=bool(evaluate_after),
             status=Status.QUEUED,
             queued_at=now,
             created_by=actor,
@@ -192,6 +194,7 @@ def finetune_job_create(
                 "preset": job.preset,
                 "config": job.config,
                 "on_worker_death": policy,
+                "evaluate_after": bool(evaluate_after),
                 "dataset_version": dataset_version.pk,
                 "base_model": base_model.pk,
             },

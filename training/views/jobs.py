@@ -98,6 +98,7 @@ def job_create_view(request):
                 preset=data["preset"],
                 overrides=form.overrides,
                 on_worker_death=data.get("on_worker_death") or None,
+                evaluate_after=bool(data.get("evaluate_after")),
             )
         except NotAllowed:
             raise PermissionDenied from None

@@ -53,6 +53,9 @@ class Command(BaseCommand):
             "--set", action="append", default=[], metavar="KEY=VALUE", help="Override one setting (repeatable), e.g. max_steps=20."
         )
         parser.add_argument("--on-worker-death", choices=["fail", "requeue"], help="Default: MEDPORTAL_ON_WORKER_DEATH.")
+        parser.add_argument(
+            "--evaluate", action="store_true", help="When the job succeeds, queue evaluations of the base and the tuned model."
+        )
         parser.add_argument("--user", help="Admin starting the job (default: the first active admin).")
         parser.add_argument("--sync", action="store_true", help="Run the job in this process and wait for it.")
         parser.add_argument("--json", action="store_true", help="End with one JSON line: job_id, status, adapter_path, losses, tokens/s.")
@@ -76,6 +79,7 @@ class Command(BaseCommand):
                 overrides=config.to_dict(),
                 on_worker_death=opts["on_worker_death"],
                 enqueue=not opts["sync"],
+                evaluate_after=opts["evaluate"],
             )
         except ApplicationError as exc:
             raise CommandError(_details(exc)) from None
