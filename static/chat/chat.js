@@ -67,7 +67,7 @@
     div.dataset.role = role;
     var head = document.createElement("div");
     head.className = "small text-muted";
-    head.textContent = role === "user" ? "You" : label || "";
+    head.textContent = role === "user" ? i18n.you : label || "";
     var body = document.createElement("div");
     body.className = "chat-content" + (role === "assistant" ? " chat-markdown" : "");
     body.style.whiteSpace = "pre-wrap";

@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,6 +34,10 @@ from typing import Any, TextIO
 # server, worker, evaluation on the same two cores) spinning OpenMP threads made a training step
 # 25× slower (bench/train_bench.py, docs/training-engine.md); an explicit setting is respected.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Library deprecation notices (transformers/peft talking to each other) are not the user's
+# business: they would fill the job's log tail, which shows stderr.
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 class _Stop:
