@@ -62,15 +62,6 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def pct(values, q):
-    values = sorted(values)
-    if not values:
-        return None
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
 def setup(data_dir: Path, model_dir: Path, sockets: int, tokens: int):
     os.environ["MEDPORTAL_DATA_DIR"] = str(data_dir)
     os.environ.pop("DATABASE_URL", None)
@@ -251,7 +242,9 @@ def main() -> None:
 
     ok = [r for r in results if isinstance(r, dict) and r.get("ok")]
     stored_ok = sum(1 for r in ok if ChatMessage.objects.filter(pk=r["message_id"], content=r["content"]).exists())
-    raw_gap, ws_gap = pct(raw["gaps"], 0.5), pct(ws["gaps"], 0.5)
+    from training.engine.generation import percentile
+
+    raw_gap, ws_gap = percentile(raw["gaps"], 50), percentile(ws["gaps"], 50)
     raw_ttft, ws_ttft = statistics.median(raw["ttfts"]), statistics.median(ws["ttfts"])
     emit(
         {

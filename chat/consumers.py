@@ -120,15 +120,15 @@ class _GeneratingConsumer(AsyncJsonWebsocketConsumer):
             raise ParamsError({"params": "must be an object"})
         return GenerationParams.from_dict({**(base or {}), **(override or {})})
 
-    async def stream_answer(self, ref, messages, params: GenerationParams, *, on_piece=None) -> tuple[str, StreamStats]:
-        """Stream one answer to the client; returns (text, stats). Raises InferenceError."""
-        self.cancel = threading.Event()
+    async def stream_answer(self, ref, messages, params: GenerationParams, *, side: str | None = None) -> tuple[str, StreamStats]:
+        """Stream one answer to the client as token frames (tagged with ``side`` in the arena);
+        returns (text, stats). Stops when ``self.cancel`` is set. Raises InferenceError."""
         stats = StreamStats()
         parts: list[str] = []
-        backend = get_backend()
-        async for piece in astream(backend, ref, messages, params, cancel=self.cancel, stats=stats):
+        tag = {} if side is None else {"side": side}
+        async for piece in astream(get_backend(), ref, messages, params, cancel=self.cancel, stats=stats):
             parts.append(piece)
-            await (on_piece(piece) if on_piece else self.send_json({"type": "token", "text": piece}))
+            await self.send_json({"type": "token", **tag, "text": piece})
         return "".join(parts), stats
 
 
@@ -173,6 +173,7 @@ class ChatConsumer(_GeneratingConsumer):
             ref = await database_sync_to_async(model_ref)(session.base_model, session.job)
             messages = await database_sync_to_async(chat_history)(session)
             await self.send_json({"type": "start"})
+            self.cancel = threading.Event()
             text, stats = await self.stream_answer(ref, messages, params)
         except InferenceError as exc:
             await self.error("inference", str(exc))
@@ -222,12 +223,7 @@ class ArenaConsumer(_GeneratingConsumer):
         async def one(side: str, base, job):
             try:
                 ref = await database_sync_to_async(model_ref)(base, job)
-                stats = StreamStats()
-                parts = []
-                async for piece in astream(get_backend(), ref, messages, params, cancel=self.cancel, stats=stats):
-                    parts.append(piece)
-                    await self.send_json({"type": "token", "side": side, "text": piece})
-                text = "".join(parts)
+                text, stats = await self.stream_answer(ref, messages, params, side=side)
                 await database_sync_to_async(arena_battle_answer)(battle=battle, side=side, content=text, stats=stats.as_dict())
                 await self.send_json({"type": "done", "side": side, "content": text, **stats.as_dict()})
             except InferenceError as exc:

@@ -52,6 +52,13 @@ class ParamsForm(forms.Form):
     def params(self) -> dict:
         return {k: self.cleaned_data[k] for k in PARAM_FIELDS}
 
+    def style_fields(self) -> None:
+        """Bootstrap's small controls on every field; parameters accept any decimal."""
+        for name, field in self.fields.items():
+            field.widget.attrs.setdefault("class", "form-select form-select-sm" if isinstance(field, forms.ChoiceField) else "form-control form-control-sm")
+            if name in PARAM_FIELDS:
+                field.widget.attrs["step"] = "any"
+
 
 class ChatSettingsForm(ParamsForm):
     model = forms.ChoiceField(label=gettext_lazy("Model"))
@@ -61,10 +68,7 @@ class ChatSettingsForm(ParamsForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["model"].choices = [(c.key, c.label) for c in selectors.contestants()]
-        for name, field in self.fields.items():
-            field.widget.attrs.setdefault("class", "form-select form-select-sm" if isinstance(field, (forms.ChoiceField,)) else "form-control form-control-sm")
-            if name in PARAM_FIELDS:
-                field.widget.attrs["step"] = "any"
+        self.style_fields()
 
 
 def _initial_for(session) -> dict:
@@ -217,10 +221,7 @@ class ArenaForm(ParamsForm):
         self.fields["model_2"].choices = choices
         if len(choices) > 1 and not self.is_bound:
             self.fields["model_2"].initial = choices[-1][0]
-        for name, field in self.fields.items():
-            field.widget.attrs.setdefault("class", "form-select form-select-sm" if isinstance(field, forms.ChoiceField) else "form-control form-control-sm")
-            if name in PARAM_FIELDS:
-                field.widget.attrs["step"] = "any"
+        self.style_fields()
 
 
 @role_required(CLINICIAN)

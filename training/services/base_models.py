@@ -15,9 +15,9 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
 from medportal.audit import audit_record
-from medportal.errors import InvalidInput, NotAllowed
-from medportal.roles import is_admin
+from medportal.errors import InvalidInput
 from training.models import BaseModel, FineTuneJob
+from training.services import require_admin
 
 
 def base_model_inspect(path: str | Path) -> dict:
@@ -48,8 +48,7 @@ def base_model_register(*, actor, name: str, path: str | Path, description: str 
     Raises InvalidInput for a bad name, a folder that is not a model, or a name or folder
     already registered; NotAllowed for other roles.
     """
-    if not is_admin(actor):
-        raise NotAllowed(_("Only admins can register base models."))
+    require_admin(actor, _("Only admins can register base models."))
     name = str(name or "").strip()
     if not name:
         raise InvalidInput(_("Give the model a name."), details={"name": _("This field is required.")})

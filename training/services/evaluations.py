@@ -29,19 +29,19 @@ import math
 import secrets
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from curation.models import DatasetItem, DatasetVersion
 from medportal.audit import audit_record
-from medportal.errors import InvalidInput, InvalidTransition, NotAllowed
-from medportal.roles import is_admin
+from medportal.errors import InvalidInput, InvalidTransition
 from training.models import BaseModel, EvalRun, EvalSample, FineTuneJob
+from training.services import heartbeat_silent, require_admin
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +149,6 @@ def evaluation_params_build(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _require_admin(actor, what: str) -> None:
-    if not is_admin(actor):
-        raise NotAllowed(what)
 
 
 def _split_count(version: DatasetVersion, split: str) -> int:
@@ -284,7 +279,7 @@ def evaluation_create(
     prompted with its training template. ``enqueue=False`` leaves the run queued without a task
     (``run_evaluation --sync`` runs it in its own process).
     """
-    _require_admin(actor, _("Only admins can start evaluation runs."))
+    require_admin(actor, _("Only admins can start evaluation runs."))
     return _create(
         created_by=actor,
         actor=actor,
@@ -340,7 +335,7 @@ def evaluation_pair_create(
 ) -> tuple[EvalRun, EvalRun]:
     """The base-model run and the tuned-model run of a succeeded fine-tune, in one comparison
     group, same split, parameters and prompt template. Admins only."""
-    _require_admin(actor, _("Only admins can start evaluation runs."))
+    require_admin(actor, _("Only admins can start evaluation runs."))
     return _pair(
         created_by=actor,
         actor=actor,
@@ -429,7 +424,7 @@ def evaluation_fail(*, run_id: int, message: str, task_id: str | None = None) ->
 def evaluation_cancel(*, actor, run: EvalRun) -> EvalRun:
     """Cancel a queued or running run (admins). A running run's worker stops at its next
     heartbeat (a batch of answers at most) and writes nothing more."""
-    _require_admin(actor, _("Only admins can cancel evaluation runs."))
+    require_admin(actor, _("Only admins can cancel evaluation runs."))
     with transaction.atomic():
         changed = EvalRun.objects.filter(pk=run.pk, status__in=EvalRun.ACTIVE).update(
             status=Status.CANCELLED, finished_at=timezone.now(), version=F("version") + 1
@@ -451,8 +446,7 @@ def evaluation_runs_reap(*, now: datetime | None = None) -> list[int]:
     """Fail running runs whose heartbeat is older than MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S (their
     worker was killed or its host went down). Conditional, so two reapers never act twice."""
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S)
-    silent = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    silent = heartbeat_silent(now)
     reaped: list[int] = []
     for run in EvalRun.objects.filter(silent, status=Status.RUNNING).only("pk", "worker", "heartbeat_at", "started_at"):
         beat = run.heartbeat_at or run.started_at
@@ -476,15 +470,10 @@ class _Stopped(Exception):
     """The run is no longer ours (cancelled, reaped): stop and write nothing more."""
 
 
-def worker_name() -> str:
-    import os
-    import socket
-
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def evaluation_claim(*, run_id: int) -> EvalRun | None:
     """queued → running for this worker; None when the run is not queued (any more)."""
+    from training.worker import worker_name
+
     now = timezone.now()
     claimed = EvalRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
         status=Status.RUNNING,

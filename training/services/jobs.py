@@ -30,22 +30,22 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from curation.models import DatasetVersion
 from medportal.audit import audit_record
-from medportal.errors import ApplicationError, InvalidInput, InvalidTransition, NotAllowed
-from medportal.roles import is_admin
+from medportal.errors import ApplicationError, InvalidInput, InvalidTransition
 from training.models import BaseModel, FineTuneJob, FineTuneMetric
+from training.services import heartbeat_silent, require_admin
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +77,6 @@ def log_tail_append(tail: str, *lines: str) -> str:
     kept = [line for line in (tail or "").splitlines() if line]
     kept.extend(line for line in lines if line)
     return "\n".join(kept[-LOG_TAIL_LINES:])
-
-
-def _require_admin(actor, what: str) -> None:
-    if not is_admin(actor):
-        raise NotAllowed(what)
 
 
 def _check_not_stale(job: FineTuneJob, fresh: int) -> None:
@@ -149,7 +144,7 @@ def finetune_job_create(
     ``enqueue=False`` leaves the job queued without a task (``run_finetune --sync`` runs it in
     its own process). GPU-only settings are accepted here and refused by a worker without CUDA.
     """
-    _require_admin(actor, _("Only admins can start fine-tune jobs."))
+    require_admin(actor, _("Only admins can start fine-tune jobs."))
     config = finetune_config_build(preset=preset, overrides=overrides)
     policy = on_worker_death or settings.MEDPORTAL_ON_WORKER_DEATH
     if policy not in FineTuneJob.OnWorkerDeath.values:
@@ -253,7 +248,7 @@ def finetune_job_fail(*, job_id: int, message: str, task_id: str | None = None) 
 def finetune_job_cancel(*, actor, job: FineTuneJob) -> FineTuneJob:
     """Cancel a job: a queued one at once; a running one when its worker stops the child
     (within a few seconds; the job shows "cancel requested" until then)."""
-    _require_admin(actor, _("Only admins can cancel fine-tune jobs."))
+    require_admin(actor, _("Only admins can cancel fine-tune jobs."))
     now = timezone.now()
     with transaction.atomic():
         if FineTuneJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(
@@ -291,7 +286,7 @@ def finetune_job_retry(*, actor, job: FineTuneJob, resume: bool = True) -> FineT
     With ``resume`` and a checkpoint on disk the worker resumes from it; otherwise the job
     starts afresh: its progress, metrics, checkpoints and adapter are cleared.
     """
-    _require_admin(actor, _("Only admins can retry fine-tune jobs."))
+    require_admin(actor, _("Only admins can retry fine-tune jobs."))
     if job.status not in (Status.FAILED, Status.CANCELLED):
         raise InvalidTransition(
             _("Job #%(id)s is %(status)s; only failed or cancelled jobs can be retried.")
@@ -384,8 +379,7 @@ def finetune_jobs_reap(*, now: datetime | None = None) -> list[int]:
     Returns the ids of the jobs it changed.
     """
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S)
-    silent = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    silent = heartbeat_silent(now)
     stale = list(
         FineTuneJob.objects.filter(silent, status=Status.RUNNING).only(
             "pk", "worker", "heartbeat_at", "started_at", "attempt", "on_worker_death", "cancel_requested_at", "log_tail", "version"
@@ -461,7 +455,7 @@ def finetune_job_merge(*, actor, job: FineTuneJob, name: str) -> BaseModel:
     """
     from training.services.base_models import base_model_register
 
-    _require_admin(actor, _("Only admins can merge adapters."))
+    require_admin(actor, _("Only admins can merge adapters."))
     if job.status != Status.SUCCEEDED:
         raise InvalidTransition(
             _("Job #%(id)s is %(status)s; only a succeeded job has an adapter to merge.")
@@ -540,7 +534,7 @@ def finetune_job_adapter_archive(*, actor, job: FineTuneJob) -> tuple[Path, str]
 
     Built once per job under the job folder and reused.
     """
-    _require_admin(actor, _("Only admins can download adapters."))
+    require_admin(actor, _("Only admins can download adapters."))
     if job.status != Status.SUCCEEDED or not job.adapter_path or not Path(job.adapter_path).is_dir():
         raise InvalidTransition(_("Job #%(id)s has no adapter to download.") % {"id": job.pk})
     adapter = Path(job.adapter_path)
