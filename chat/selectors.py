@@ -3,6 +3,7 @@ messages and battles: another user's object is a 404, never a hint that it exist
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from django.db.models import Avg, Count, Q
@@ -134,10 +135,20 @@ def ratings_for_export(*, job_id: int | None = None, base_model_id: int | None =
 
 
 def rating_rows(qs) -> list[dict]:
+    """Export rows; the question an answer replied to comes from one query for all ratings."""
+    ratings = list(qs)
+    questions: dict[int, list[tuple[int, str]]] = {}  # session id → [(message id, content)] ascending
+    asked = ChatMessage.objects.filter(
+        session_id__in={r.message.session_id for r in ratings}, role=ChatMessage.Role.USER, superseded=False
+    ).order_by("id")
+    for session_id, pk, content in asked.values_list("session_id", "id", "content"):
+        questions.setdefault(session_id, []).append((pk, content))
     rows = []
-    for r in qs:
+    for r in ratings:
         m = r.message
-        question = m.session.messages.filter(id__lt=m.id, role=ChatMessage.Role.USER, superseded=False).order_by("-id").values_list("content", flat=True).first()
+        before = questions.get(m.session_id, [])
+        i = bisect.bisect_left(before, (m.id,))  # the last user turn before this answer
+        question = before[i - 1][1] if i else None
         rows.append(
             {
                 "rating_id": r.pk,
