@@ -25,7 +25,6 @@ install: $(STAMP)
 demo: install
 	DEBUG=1 $(PY) manage.py migrate --noinput
 	DEBUG=1 $(PY) manage.py setup_demo
-	@echo "Serving on http://$(HOST):$(PORT)/ with a django-q2 worker beside it (Ctrl-C stops both)."
 	DEBUG=1 $(PY) manage.py rundemo --host $(HOST) --port $(PORT)
 
 # Browser tests need Debian's chromium; install it when missing and we are root.

@@ -38,5 +38,16 @@ def django_setup() -> None:
     django.setup()
 
 
+def throwaway_django(workdir: Path) -> None:
+    """Set up Django on a throwaway SQLite database and data/training folders under ``workdir``
+    (no PostgreSQL, Redis or serving endpoint from the environment): before Django reads its settings."""
+    for key in ("DATABASE_URL", "REDIS_URL", "MEDPORTAL_INFERENCE_URL"):
+        os.environ.pop(key, None)
+    os.environ["MEDPORTAL_DATA_DIR"] = str(workdir / "data")
+    os.environ["MEDPORTAL_TRAINING_DIR"] = str(workdir / "training")
+    os.environ.setdefault("MEDPORTAL_LOG_LEVEL", "WARNING")
+    django_setup()
+
+
 def emit(record: dict) -> None:
     print(json.dumps(record, ensure_ascii=False))

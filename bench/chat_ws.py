@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import statistics
@@ -94,8 +95,8 @@ def setup(data_dir: Path, model_dir: Path, sockets: int, tokens: int):
 
 
 def raw_stream(model_dir: Path, params: dict, repeats: int) -> dict:
-    from chat.inference import GenerationParams, ModelRef, StreamStats
-    from chat.inference.local import LocalBackend
+    from training.inference import GenerationParams, ModelRef, StreamStats
+    from training.inference.local import LocalBackend
 
     backend = LocalBackend(max_concurrent=1)
     ref = ModelRef(base_path=str(model_dir))
@@ -198,7 +199,8 @@ def main() -> None:
     raw = raw_stream(model_dir, params, args.repeats)
 
     port = free_port()
-    env = {**os.environ, "MEDPORTAL_DATA_DIR": str(data_dir), "MEDPORTAL_INFERENCE_MAX_CONCURRENT": str(args.max_concurrent)}
+    # DEBUG is off here: daphne refuses the development SECRET_KEY (medportal.E001), so the bench brings one.
+    env = {**os.environ, "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50), "MEDPORTAL_DATA_DIR": str(data_dir), "MEDPORTAL_INFERENCE_MAX_CONCURRENT": str(args.max_concurrent)}
     server = subprocess.Popen(
         [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", str(port), "medportal.asgi:application"],
         cwd=ROOT,

@@ -61,7 +61,8 @@ def main() -> int:
     from django.db import connection
 
     from curation.models import ImportBatch, QAPair
-    from curation.services.imports import import_batch_create, import_batch_run
+    from curation.services.imports import import_batch_create
+    from curation.workers.imports import import_batch_run
 
     call_command("migrate", verbosity=0, interactive=False)
     User = get_user_model()
@@ -108,7 +109,7 @@ def main() -> int:
         "db": connection.vendor,
         "machine": machine(),
     }
-    if batch.status != ImportBatch.Status.DONE:
+    if batch.status != ImportBatch.Status.SUCCEEDED:
         result["error"] = batch.error
     else:
         from medportal.audit import audit_events_for
@@ -123,7 +124,7 @@ def main() -> int:
     print(json.dumps(result, ensure_ascii=False))
     connection.close()
     tmp.cleanup()
-    return 0 if batch.status == ImportBatch.Status.DONE else 1
+    return 0 if batch.status == ImportBatch.Status.SUCCEEDED else 1
 
 
 if __name__ == "__main__":

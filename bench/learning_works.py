@@ -75,15 +75,9 @@ def main() -> int:
         raise SystemExit(f"{data} not found (the shared datasets live in ../shared/datasets)")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="medportal-learning-works-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    # A throwaway SQLite database and training folder: set before Django reads its settings.
-    for key in ("DATABASE_URL", "REDIS_URL", "MEDPORTAL_INFERENCE_URL"):
-        os.environ.pop(key, None)
-    os.environ["MEDPORTAL_DATA_DIR"] = str(workdir / "data")
-    os.environ["MEDPORTAL_TRAINING_DIR"] = str(workdir / "training")
-    os.environ.setdefault("MEDPORTAL_LOG_LEVEL", "WARNING")
-    from _setup import django_setup
+    from _setup import throwaway_django
 
-    django_setup()
+    throwaway_django(workdir)
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
@@ -95,9 +89,10 @@ def main() -> int:
     from training.engine.demo_model import build_demo_model, demo_corpus
     from training.models import FineTuneJob
     from training.services.base_models import base_model_register
-    from training.services.evaluations import evaluation_pair_create, evaluation_run
+    from training.services.evaluations import evaluation_pair_create
+    from training.workers.evaluation import evaluation_run
     from training.services.jobs import finetune_job_create
-    from training.worker import finetune_job_run
+    from training.workers.finetune import finetune_job_run
 
     settings.MEDPORTAL_EVAL_SPEED_SAMPLES = args.speed_samples
     timings: dict[str, float] = {}

@@ -14,9 +14,10 @@ from django.utils.translation import gettext_lazy as _
 
 
 def contestant_label(base_model, job) -> str:
-    if base_model is None:
-        return "?"
-    return base_model.name if job is None else f"{base_model.name} + #{job.pk}"
+    """The label users see (training.runnables.runnable_label: a hosted model says external)."""
+    from training.runnables import runnable_label
+
+    return runnable_label(base_model, job)
 
 
 class ChatSession(models.Model):
@@ -31,6 +32,11 @@ class ChatSession(models.Model):
     department = models.ForeignKey("curation.Department", verbose_name=_("department"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    # One generation per chat at a time, across processes: claimed by a conditional UPDATE
+    # (chat.services.chat_claim), refreshed while it streams, free again when released or
+    # when its process died (no heartbeat for CLAIM_STALE_SECONDS).
+    busy_token = models.CharField(max_length=32, blank=True, editable=False)
+    busy_since = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-updated_at", "-id"]
@@ -50,11 +56,18 @@ class ChatMessage(models.Model):
         USER = "user", _("user")
         ASSISTANT = "assistant", _("assistant")
 
+    class Status(models.TextChoices):
+        COMPLETE = "complete", _("complete")  # finished, or stopped by the user (stats.finish_reason "cancelled")
+        INTERRUPTED = "interrupted", _("interrupted")  # the socket closed mid-answer: the part said so far
+        FAILED = "failed", _("failed")  # the model could not answer: ``error`` says why
+
     session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(_("role"), max_length=10, choices=Role.choices)
     content = models.TextField(_("content"), blank=True)
     # An assistant answer replaced by "regenerate" stays for the record but leaves the history.
     superseded = models.BooleanField(_("superseded"), default=False)
+    status = models.CharField(_("status"), max_length=12, choices=Status.choices, default=Status.COMPLETE)
+    error = models.TextField(_("error"), blank=True)
     base_model = models.ForeignKey("training.BaseModel", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     job = models.ForeignKey("training.FineTuneJob", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     params = models.JSONField(_("generation parameters"), default=dict, blank=True)
@@ -116,14 +129,29 @@ class Rating(models.Model):
         verbose_name_plural = _("ratings")
 
 
+class ArenaBattleQuerySet(models.QuerySet):
+    def counted(self):
+        """The battles the leaderboard counts: voted blind, and not void."""
+        return self.filter(vote_counts=True, voided_at__isnull=True).exclude(vote="")
+
+
 class ArenaBattle(models.Model):
-    """One prompt answered by two contestants, names hidden until the vote."""
+    """One prompt answered by two contestants the system drew, names hidden until the vote.
+
+    A battle ends with a vote, or void: by its voter instead of voting (an answer gave away
+    which model wrote it), or by an admin afterwards. Void battles never count."""
 
     class Vote(models.TextChoices):
         A = "a", _("A is better")
         B = "b", _("B is better")
         TIE = "tie", _("tie")
         BOTH_BAD = "both_bad", _("both bad")
+
+    class VoidReason(models.TextChoices):
+        IDENTITY = "identity", _("an answer revealed which model it is")
+        OTHER = "other", _("other reason")
+
+    objects = ArenaBattleQuerySet.as_manager()
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE, related_name="arena_battles")
     prompt = models.TextField(_("prompt"))
@@ -142,13 +170,25 @@ class ArenaBattle(models.Model):
     revealed_at = models.DateTimeField(_("revealed"), null=True, blank=True)
     vote = models.CharField(_("vote"), max_length=10, choices=Vote.choices, blank=True)
     voted_at = models.DateTimeField(_("voted"), null=True, blank=True)
-    # False when the vote came after the names were shown: it is kept but not counted.
+    # False when the vote came after the names were shown (battles from before the arena was
+    # fully blind): it is kept but not counted.
     vote_counts = models.BooleanField(_("vote counts"), default=False)
+    voided_at = models.DateTimeField(_("voided"), null=True, blank=True)
+    voided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("voided by"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    void_reason = models.CharField(_("void reason"), max_length=10, choices=VoidReason.choices, blank=True)
+    void_note = models.TextField(_("void note"), blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name = _("arena battle")
         verbose_name_plural = _("arena battles")
+
+    @property
+    def is_over(self) -> bool:
+        """Voted or void: the names may be shown."""
+        return bool(self.vote) or self.voided_at is not None
 
     @property
     def label_a(self) -> str:

@@ -4,14 +4,21 @@ messages and battles: another user's object is a 404, never a hint that it exist
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import Avg, Count, Q
 from django.http import Http404
 
 from chat.lib.bradley_terry import fit
 from chat.models import ArenaBattle, ChatMessage, ChatSession, Rating, contestant_label
 from medportal.roles import ADMIN, has_role
+
+
+def contestant_key(base_model_id: int, job_id: int | None) -> str:
+    """``"<base id>"`` or ``"<base id>:<job id>"``."""
+    return f"{base_model_id}" if job_id is None else f"{base_model_id}:{job_id}"
 
 
 @dataclass(frozen=True)
@@ -23,7 +30,7 @@ class Contestant:
 
     @property
     def key(self) -> str:
-        return f"{self.base_model.pk}" if self.job is None else f"{self.base_model.pk}:{self.job.pk}"
+        return contestant_key(self.base_model.pk, None if self.job is None else self.job.pk)
 
     @property
     def label(self) -> str:
@@ -31,15 +38,11 @@ class Contestant:
 
 
 def contestants() -> list[Contestant]:
-    from training.models import BaseModel, FineTuneJob
+    """Every model that can answer here (training.runnables: hosted ones only when allowed)."""
+    from training.runnables import runnable_bases, runnable_jobs
 
-    bases = list(BaseModel.objects.filter(is_active=True).order_by("name"))
-    jobs = (
-        FineTuneJob.objects.filter(status=FineTuneJob.Status.SUCCEEDED, base_model__is_active=True)
-        .exclude(adapter_path="")
-        .select_related("base_model", "dataset_version")
-        .order_by("-finished_at", "-id")
-    )
+    bases = list(runnable_bases().order_by("name"))
+    jobs = runnable_jobs().order_by("-finished_at", "-id")
     out = [Contestant(b, None) for b in bases]
     out += [Contestant(j.base_model, j) for j in jobs]
     return out
@@ -47,7 +50,8 @@ def contestants() -> list[Contestant]:
 
 def contestant_from_key(key: str) -> Contestant:
     """Parse ``"<base id>"`` or ``"<base id>:<job id>"``; Http404 for anything unknown."""
-    from training.models import BaseModel, FineTuneJob
+    from training.models import FineTuneJob
+    from training.runnables import runnable_bases
 
     try:
         parts = [int(p) for p in str(key).split(":")]
@@ -55,7 +59,7 @@ def contestant_from_key(key: str) -> Contestant:
         raise Http404("unknown model") from None
     if len(parts) not in (1, 2):
         raise Http404("unknown model")
-    base = BaseModel.objects.filter(pk=parts[0], is_active=True).first()
+    base = runnable_bases().filter(pk=parts[0]).first()
     if base is None:
         raise Http404("unknown model")
     job = None
@@ -67,18 +71,26 @@ def contestant_from_key(key: str) -> Contestant:
 
 
 def session_list(*, user):
-    return ChatSession.objects.filter(user=user).select_related("base_model", "job").annotate(n_messages=Count("messages"))
+    return ChatSession.objects.filter(user=user).select_related("base_model", "base_model__endpoint", "job").annotate(n_messages=Count("messages"))
 
 
 def session_get_for_user(*, user, pk) -> ChatSession:
-    session = ChatSession.objects.filter(pk=pk, user=user).select_related("base_model", "job", "department").first()
+    session = ChatSession.objects.filter(pk=pk, user=user).select_related("base_model", "base_model__endpoint", "job", "department").first()
     if session is None:
         raise Http404("no such chat")
     return session
 
 
 def session_messages(session: ChatSession, *, user) -> list[ChatMessage]:
-    messages = list(session.messages.filter(superseded=False).select_related("base_model", "job").order_by("id"))
+    """The current messages with the user's ratings; ``unanswered`` marks a question the model
+    never answered and that is left out of the history (chat.services.conversation_exchanges)."""
+    from chat.services import conversation_exchanges
+
+    messages = list(session.messages.filter(superseded=False).select_related("base_model", "base_model__endpoint", "job").order_by("id"))
+    exchanges, pending = conversation_exchanges(messages)
+    answered = {q.pk for q, _a in exchanges} | ({pending.pk} if pending is not None else set())
+    for m in messages:
+        m.unanswered = m.role == ChatMessage.Role.USER and m.pk not in answered
     ratings = {r.message_id: r for r in Rating.objects.filter(message__in=[m.pk for m in messages], user=user)}
     for m in messages:
         m.my_rating = ratings.get(m.pk)
@@ -86,18 +98,57 @@ def session_messages(session: ChatSession, *, user) -> list[ChatMessage]:
 
 
 def message_get_for_user(*, user, pk) -> ChatMessage:
-    qs = ChatMessage.objects.select_related("session", "session__department", "base_model", "job")
+    qs = ChatMessage.objects.select_related("session", "session__department", "base_model", "base_model__endpoint", "job")
     message = qs.filter(pk=pk).first()
     if message is None or (message.session.user_id != user.pk and not has_role(user, ADMIN)):
         raise Http404("no such message")
     return message
 
 
+_BATTLE_RELATED = ("user", "model_a", "model_b", "model_a__endpoint", "model_b__endpoint", "job_a", "job_b", "department", "voided_by")
+
+
 def battle_get_for_user(*, user, pk) -> ArenaBattle:
-    battle = ArenaBattle.objects.select_related("model_a", "model_b", "job_a", "job_b", "department").filter(pk=pk, user=user).first()
+    """The user's own battle (the voter's page and socket); anyone else's is a 404."""
+    battle = ArenaBattle.objects.select_related(*_BATTLE_RELATED).filter(pk=pk, user=user).first()
     if battle is None:
         raise Http404("no such battle")
     return battle
+
+
+def battle_get_for_admin(*, user, pk) -> ArenaBattle:
+    """Any battle, for an admin (to void it); a 404 for everyone else."""
+    battle = ArenaBattle.objects.select_related(*_BATTLE_RELATED).filter(pk=pk).first() if has_role(user, ADMIN) else None
+    if battle is None:
+        raise Http404("no such battle")
+    return battle
+
+
+def battle_list_for_admin(*, status: str = ""):
+    """Every battle, newest first; ``status``: counted, void, open (no vote yet), or all."""
+    qs = ArenaBattle.objects.select_related(*_BATTLE_RELATED)
+    if status == "counted":
+        qs = qs.counted()
+    elif status == "void":
+        qs = qs.filter(voided_at__isnull=False)
+    elif status == "open":
+        qs = qs.filter(vote="", voided_at__isnull=True)
+    return qs
+
+
+def battle_recent_for_user(*, user, limit: int = 20) -> list[ArenaBattle]:
+    return list(ArenaBattle.objects.filter(user=user).select_related(*_BATTLE_RELATED)[:limit])
+
+
+def arena_pair_votes() -> Counter:
+    """Counted votes per unordered pair of contestant keys (what the draw balances)."""
+    from chat.lib.pairing import pair_key
+
+    rows = ArenaBattle.objects.counted().values_list("model_a_id", "job_a_id", "model_b_id", "job_b_id")
+    out: Counter = Counter()
+    for model_a, job_a, model_b, job_b in rows:
+        out[pair_key(contestant_key(model_a, job_a), contestant_key(model_b, job_b))] += 1
+    return out
 
 
 # --------------------------------------------------------------------------- leaderboard
@@ -108,25 +159,52 @@ def battle_score(vote: str) -> float:
     return {"a": 1.0, "b": 0.0}.get(vote, 0.5)
 
 
-def leaderboard(*, department_id: int | None = None, bootstrap: int = 200, seed: int = 0) -> list:
-    qs = ArenaBattle.objects.filter(vote_counts=True).exclude(vote="").select_related("model_a", "model_b", "job_a", "job_b")
-    if department_id is not None:
-        qs = qs.filter(department_id=department_id)
-    battles = [(b.label_a, b.label_b, battle_score(b.vote)) for b in qs]
-    return fit(battles, bootstrap=bootstrap, seed=seed)
+@dataclass(frozen=True)
+class Standing:
+    """A leaderboard row: ``rank`` is None while the model has fewer than ``min_votes`` votes."""
+
+    name: str
+    rating: float
+    low: float | None
+    high: float | None
+    votes: int
+    wins: float
+    rank: int | None
+    min_votes: int
+
+    @property
+    def provisional(self) -> bool:
+        return self.rank is None
+
+
+def counted_battles(*, department_id: int | None = None):
+    qs = ArenaBattle.objects.counted()
+    return qs if department_id is None else qs.filter(department_id=department_id)
+
+
+def leaderboard(*, department_id: int | None = None, bootstrap: int = 200, seed: int = 0, min_votes: int | None = None) -> list[Standing]:
+    """Bradley–Terry standings from the counted votes: ranked models (at least ``min_votes``,
+    default MEDPORTAL_ARENA_MIN_VOTES) best first, then the provisional ones, unranked."""
+    min_votes = settings.MEDPORTAL_ARENA_MIN_VOTES if min_votes is None else min_votes
+    qs = counted_battles(department_id=department_id).select_related("model_a", "model_b", "model_a__endpoint", "model_b__endpoint", "job_a", "job_b")
+    rated = fit([(b.label_a, b.label_b, battle_score(b.vote)) for b in qs], bootstrap=bootstrap, seed=seed)
+    ranked = [r for r in rated if r.votes >= min_votes]
+    provisional = [r for r in rated if r.votes < min_votes]
+    rows = [Standing(**vars(r), rank=i, min_votes=min_votes) for i, r in enumerate(ranked, start=1)]
+    return rows + [Standing(**vars(r), rank=None, min_votes=min_votes) for r in provisional]
 
 
 def leaderboard_departments():
     from curation.models import Department
 
-    return Department.objects.filter(pk__in=ArenaBattle.objects.filter(vote_counts=True).values("department_id")).order_by("name")
+    return Department.objects.filter(pk__in=ArenaBattle.objects.counted().values("department_id")).order_by("name")
 
 
 # --------------------------------------------------------------------------- ratings
 
 
 def ratings_for_export(*, job_id: int | None = None, base_model_id: int | None = None):
-    qs = Rating.objects.select_related("message", "message__session", "message__base_model", "message__job", "user", "correction_pair").order_by("id")
+    qs = Rating.objects.select_related("message", "message__session", "message__base_model", "message__base_model__endpoint", "message__job", "user", "correction_pair").order_by("id")
     if job_id is not None:
         qs = qs.filter(message__job_id=job_id)
     if base_model_id is not None:
@@ -189,3 +267,32 @@ def rating_summary(*, job_id: int | None = None, base_model_id: int | None = Non
         clarity=Avg("clarity"),
     )
     return agg
+
+
+def answer_ratings(answers: list[tuple[int, int | None, str, str]]) -> list[list[dict]]:
+    """Clinicians' chat ratings of the same answers, for the judge–clinician agreement of an
+    evaluation (training reads it through MEDPORTAL_CHAT_ANSWER_RATINGS; it does not import chat).
+
+    ``answers``: (base_model_id, job_id or None, question, answer). For each, the rubric scores
+    ({criterion: 1-5 or None}) of every rating of a chat answer by the same model (that adapter, or
+    the base model without one) whose text equals the answer and which replied to the same question
+    (both compared without surrounding whitespace)."""
+    out: list[list[dict]] = [[] for _ in answers]
+    wanted: dict[tuple, list[int]] = {}
+    for i, (base_id, job_id, question, answer) in enumerate(answers):
+        answer = (answer or "").strip()
+        if answer:
+            wanted.setdefault((base_id, job_id, (question or "").strip(), answer), []).append(i)
+    if not wanted:
+        return out
+    # Rated answers are few (a clinician's rating each): read the models' rated answers, compare here.
+    qs = ratings_for_export().filter(
+        message__role=ChatMessage.Role.ASSISTANT, message__superseded=False, message__base_model_id__in={key[0] for key in wanted}
+    )
+    ratings = list(qs)
+    for r, row in zip(ratings, rating_rows(ratings)):
+        key = (r.message.base_model_id, r.message.job_id, (row["question"] or "").strip(), (r.message.content or "").strip())
+        scores = {c: getattr(r, c) for c in Rating.RUBRIC}
+        for i in wanted.get(key, ()):
+            out[i].append(scores)
+    return out

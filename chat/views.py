@@ -7,35 +7,38 @@ ratings (they are evaluation data, like reports).
 
 from __future__ import annotations
 
-import io
 import json
-import random
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from chat import selectors
-from chat.inference import SEED_CHAT_PARAMS
+from training.inference import SEED_CHAT_PARAMS
 from chat.models import ArenaBattle, Rating
 from chat.services import (
     DEFAULT_SYSTEM_PROMPT,
-    arena_battle_create,
-    arena_reveal,
+    arena_battle_draw,
+    arena_battle_void,
     arena_vote,
     chat_session_create,
+    chat_session_start,
     chat_session_update,
     rating_save,
 )
 from curation.models import Department
 from medportal.errors import ApplicationError
-from medportal.roles import CLINICIAN, role_required
+from medportal.params import InvalidId, id_param, page_filter_ids
+from medportal.roles import ADMIN, CLINICIAN, role_required
 
 PARAM_FIELDS = ("temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty")
 
@@ -105,6 +108,18 @@ def chat_index(request):
         "chat/index.html",
         {"form": form, "sessions": selectors.session_list(user=request.user)[:100], "has_models": bool(form.fields["model"].choices)},
     )
+
+
+@role_required(CLINICIAN)
+@require_POST
+def chat_new(request):
+    """One click to a prompt: a chat with the model (and settings) of the user's last chat."""
+    try:
+        session = chat_session_start(user=request.user)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("chat:index")
+    return redirect("chat:session", pk=session.pk)
 
 
 @role_required(CLINICIAN)
@@ -182,25 +197,25 @@ def ratings_export(request, fmt: str):
     """All ratings (or one adapter's: ?job=ID) as JSON or XLSX."""
     if fmt not in ("json", "xlsx"):
         raise Http404("unknown format")
-    job = request.GET.get("job")
-    qs = selectors.ratings_for_export(job_id=int(job) if job and job.isdigit() else None)
+    try:
+        job_id = id_param(request.GET, "job")
+    except InvalidId as exc:  # a file export answers 400 naming the parameter, like the API
+        return HttpResponse(exc.message, status=400, content_type="text/plain; charset=utf-8")
+    qs = selectors.ratings_for_export(job_id=job_id)
     rows = selectors.rating_rows(qs)
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
     if fmt == "json":
         response = HttpResponse(json.dumps(rows, ensure_ascii=False, indent=1), content_type="application/json; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="ratings-{stamp}.json"'
         return response
-    from openpyxl import Workbook
+    from medportal.xlsx import MIME_TYPE, XlsxWriter
 
-    wb = Workbook(write_only=True)
-    ws = wb.create_sheet("ratings")
+    book = XlsxWriter()  # the one writer: formula-like text stays text, illegal characters dropped
     columns = list(rows[0]) if rows else ["rating_id"]
-    ws.append(columns)
+    sheet = book.sheet("ratings", columns)
     for row in rows:
-        ws.append([", ".join(v) if isinstance(v, list) else v for v in (row[c] for c in columns)])
-    buf = io.BytesIO()
-    wb.save(buf)
-    response = HttpResponse(buf.getvalue(), content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+        sheet.append(", ".join(map(str, v)) if isinstance(v, list) else v for v in (row[c] for c in columns))
+    response = HttpResponse(book.getvalue(), content_type=MIME_TYPE)
     response["Content-Disposition"] = f'attachment; filename="ratings-{stamp}.xlsx"'
     return response
 
@@ -209,45 +224,40 @@ def ratings_export(request, fmt: str):
 
 
 class ArenaForm(ParamsForm):
+    """A prompt and how to generate; the two contenders are drawn by the system, not chosen."""
+
     prompt = forms.CharField(label=gettext_lazy("Prompt"), widget=forms.Textarea(attrs={"rows": 4, "class": "form-control"}))
-    model_1 = forms.ChoiceField(label=gettext_lazy("First model"))
-    model_2 = forms.ChoiceField(label=gettext_lazy("Second model"))
     department = forms.ModelChoiceField(label=gettext_lazy("Department"), queryset=Department.objects.all(), required=False)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        choices = [(c.key, c.label) for c in selectors.contestants()]
-        self.fields["model_1"].choices = choices
-        self.fields["model_2"].choices = choices
-        if len(choices) > 1 and not self.is_bound:
-            self.fields["model_2"].initial = choices[-1][0]
         self.style_fields()
+
+
+def _next_battle_form(battle: ArenaBattle) -> ArenaForm:
+    """The form under a finished battle: an empty prompt, the same department and parameters."""
+    params = {**SEED_CHAT_PARAMS.to_dict(), **(battle.params or {})}
+    form = ArenaForm(initial={"department": battle.department_id, **{k: params.get(k) for k in PARAM_FIELDS}})
+    form.fields["prompt"].widget.attrs.update({"rows": 3, "autofocus": True})
+    return form
 
 
 @role_required(CLINICIAN)
 @require_http_methods(["GET", "POST"])
 def arena_new(request):
     form = ArenaForm(request.POST or None)
+    contenders = len(selectors.contestants())
     if request.method == "POST" and form.is_valid():
-        one = selectors.contestant_from_key(form.cleaned_data["model_1"])
-        two = selectors.contestant_from_key(form.cleaned_data["model_2"])
-        pair = [(one.base_model, one.job), (two.base_model, two.job)]
-        random.SystemRandom().shuffle(pair)  # blind: the user does not know which side is which
         try:
-            battle = arena_battle_create(
-                user=request.user,
-                prompt=form.cleaned_data["prompt"],
-                contestant_a=pair[0],
-                contestant_b=pair[1],
-                params=form.params(),
-                department=form.cleaned_data["department"],
+            battle = arena_battle_draw(
+                user=request.user, prompt=form.cleaned_data["prompt"], params=form.params(), department=form.cleaned_data["department"]
             )
         except ApplicationError as exc:
             form.add_error(None, exc.message)
         else:
             return redirect("chat:arena-battle", pk=battle.pk)
-    recent = ArenaBattle.objects.filter(user=request.user).select_related("model_a", "model_b", "job_a", "job_b")[:20]
-    return render(request, "chat/arena_new.html", {"form": form, "recent": recent})
+    recent = selectors.battle_recent_for_user(user=request.user)
+    return render(request, "chat/arena_new.html", {"form": form, "recent": recent, "contenders": contenders})
 
 
 @role_required(CLINICIAN)
@@ -256,42 +266,95 @@ def arena_battle(request, pk: int):
     battle = selectors.battle_get_for_user(user=request.user, pk=pk)
     if request.method == "POST":
         try:
-            if request.POST.get("action") == "reveal":
-                arena_reveal(user=request.user, battle=battle)
-                messages.info(request, _("Names revealed: a vote from now on is kept but does not count."))
+            if request.POST.get("action") == "void":
+                battle = arena_battle_void(user=request.user, battle=battle, reason=ArenaBattle.VoidReason.IDENTITY)
+                messages.info(request, _("Battle void: it will not count. The names are shown below."))
             else:
                 battle = arena_vote(user=request.user, battle=battle, vote=request.POST.get("vote", ""))
                 messages.success(request, _("Vote recorded."))
         except ApplicationError as exc:
             messages.error(request, exc.message)
         return redirect("chat:arena-battle", pk=battle.pk)
-    return render(request, "chat/arena_battle.html", {"battle": battle, "votes": ArenaBattle.Vote.choices})
+    over = battle.is_over  # the names (and statistics) leave the server only then
+    sides = [
+        ("a", battle.label_a if over else "", battle.answer_a, battle.stats_a if over else {}),
+        ("b", battle.label_b if over else "", battle.answer_b, battle.stats_b if over else {}),
+    ]
+    return render(
+        request,
+        "chat/arena_battle.html",
+        {"battle": battle, "sides": sides, "votes": ArenaBattle.Vote.choices, "next_form": _next_battle_form(battle) if over else None},
+    )
+
+
+ARENA_ADMIN_STATUSES = (
+    ("", gettext_lazy("All")),
+    ("counted", gettext_lazy("Counted")),
+    ("open", gettext_lazy("Not voted yet")),
+    ("void", gettext_lazy("Void")),
+)
+
+
+@role_required(ADMIN)
+@require_GET
+def arena_admin(request):
+    """Every battle with its contenders, answers and vote; an admin can void one."""
+    status = request.GET.get("status", "")
+    if status not in dict(ARENA_ADMIN_STATUSES):
+        status = ""
+    page = Paginator(selectors.battle_list_for_admin(status=status), 50).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "chat/arena_admin.html",
+        {"page": page, "status": status, "statuses": ARENA_ADMIN_STATUSES, "void_reasons": ArenaBattle.VoidReason.choices},
+    )
+
+
+@role_required(ADMIN)
+@require_POST
+def arena_admin_void(request, pk: int):
+    battle = selectors.battle_get_for_admin(user=request.user, pk=pk)
+    try:
+        arena_battle_void(user=request.user, battle=battle, reason=request.POST.get("reason", ""), note=request.POST.get("note", ""))
+    except ApplicationError as exc:
+        messages.error(request, _("Battle #%(id)s: %(message)s") % {"id": battle.pk, "message": exc.message})
+    else:
+        messages.success(request, _("Battle #%(id)s is void: the leaderboard no longer counts it.") % {"id": battle.pk})
+    back = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return redirect(back)
+    return redirect("chat:arena-admin")
 
 
 @role_required()
 @require_GET
 def leaderboard(request):
-    department = request.GET.get("department")
-    department_id = int(department) if department and department.isdigit() else None
-    rows = selectors.leaderboard(department_id=department_id)
+    ids = page_filter_ids(request, "department")  # not an id: nothing listed, and a message
+    department_id = ids["department"] if ids else None
+    rows = selectors.leaderboard(department_id=department_id) if ids is not None else []
     return render(
         request,
         "chat/leaderboard.html",
         {
-            "rows": rows,
+            "ranked": [r for r in rows if not r.provisional],
+            "provisional": [r for r in rows if r.provisional],
+            "min_votes": settings.MEDPORTAL_ARENA_MIN_VOTES,
             "departments": selectors.leaderboard_departments(),
             "department_id": department_id,
-            "counted": ArenaBattle.objects.filter(vote_counts=True, **({"department_id": department_id} if department_id else {})).count(),
+            "counted": selectors.counted_battles(department_id=department_id).count(),
         },
     )
 
 
 urlpatterns = [
     path("", chat_index, name="index"),
+    path("new/", chat_new, name="new"),
     path("<int:pk>/", chat_session, name="session"),
     path("messages/<int:pk>/rate/", chat_rate, name="rate"),
     path("ratings/export.<str:fmt>", ratings_export, name="ratings-export"),
     path("arena/", arena_new, name="arena"),
     path("arena/<int:pk>/", arena_battle, name="arena-battle"),
+    path("arena/battles/", arena_admin, name="arena-admin"),
+    path("arena/battles/<int:pk>/void/", arena_admin_void, name="arena-admin-void"),
     path("arena/leaderboard/", leaderboard, name="leaderboard"),
 ]

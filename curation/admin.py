@@ -92,6 +92,15 @@ class ImportBatchAdmin(ReadOnlyAdmin):
     raw_id_fields = ["created_by"]
     list_select_related = ["created_by"]
     date_hierarchy = "created_at"
+    # Uploads are never served from MEDIA_URL: the file links to the access-checked download.
+    exclude = ["file"]
+    readonly_fields = ["uploaded_file"]
+
+    @admin.display(description=_("file"))
+    def uploaded_file(self, batch):
+        if not batch.file:
+            return "—"
+        return format_html('<a href="{}">{}</a>', reverse("curation:import-file", args=[batch.pk]), batch.filename)
 
 
 class RevisionInline(ReadOnlyInline):
@@ -178,3 +187,4 @@ class DatasetItemAdmin(ReadOnlyAdmin):
     list_select_related = ["version", "qa_pair"]
     show_full_result_count = False
 from curation import admin_rare  # noqa: E402,F401
+from curation import admin_literature  # noqa: E402,F401

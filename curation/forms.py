@@ -8,6 +8,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from curation.models import QAPair, Review
+from medportal.params import parse_id
 
 
 def _textarea(rows: int, **attrs) -> forms.Textarea:
@@ -120,6 +121,11 @@ class ReviewForm(forms.Form):
         widget=_textarea(3),
         help_text=_("Required to reject or request changes."),
     )
+    confirm_identifiers = forms.BooleanField(
+        label=_("I have seen the unmasked identifiers and approve the pair anyway (it cannot be frozen until they are masked)."),
+        required=False,
+        widget=forms.CheckboxInput(attrs={"class": "form-check-input"}),
+    )
     version = forms.IntegerField(widget=forms.HiddenInput)
 
 
@@ -138,6 +144,32 @@ class VersionForm(forms.Form):
     version = forms.IntegerField(widget=forms.HiddenInput)
 
 
+def difficulty_from_label(text: str) -> str:
+    """The difficulty code that ``text`` names: the code itself or its label as the UI shows
+    it in any of the site's languages ("hard", "Hard", "困难"); ``text`` unchanged otherwise,
+    for the service to refuse with the list of choices."""
+    from django.conf import settings
+    from django.utils import translation
+
+    wanted = (text or "").strip().casefold()
+    for code, label in QAPair.Difficulty.choices:
+        names = {code.casefold()}
+        for lang, _name in settings.LANGUAGES:
+            with translation.override(lang):
+                names.add(str(label).casefold())
+        if wanted in names:
+            return code
+    return (text or "").strip()
+
+
+def _coerce_id(value) -> int:
+    """A pair id (medportal.params); anything else makes the choice invalid (2**64 reached SQLite)."""
+    number = parse_id(value)
+    if number is None:
+        raise ValueError(value)
+    return number
+
+
 class BulkForm(forms.Form):
     ACTIONS = (
         ("department", _("Set department")),
@@ -147,15 +179,29 @@ class BulkForm(forms.Form):
     )
     action = forms.ChoiceField(label=_("Action"), choices=ACTIONS)
     value = forms.CharField(label=_("Value"), required=False, max_length=100)
-    ids = forms.TypedMultipleChoiceField(
-        coerce=int, required=True, choices=(), error_messages={"required": _("Select at least one pair.")}
-    )
+    ids = forms.TypedMultipleChoiceField(coerce=_coerce_id, required=False, choices=())
+    # "Every pair matching the filter", not only the ticked rows: the filter is the query
+    # string of the list page (``next``); ``expected`` is the count the user confirmed.
+    all_matching = forms.BooleanField(required=False)
+    expected = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, data=None, **kwargs):
         super().__init__(data, **kwargs)
         # Any integer id is acceptable here; the service decides what exists.
         ids = data.getlist("ids") if data is not None and hasattr(data, "getlist") else []
         self.fields["ids"].choices = [(i, i) for i in ids]
+
+    def clean_value(self):
+        return self.cleaned_data["value"].strip()
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("all_matching") and not data.get("ids") and "ids" not in self.errors:
+            self.add_error("ids", _("Select at least one pair."))
+        if data.get("action") == "difficulty" and data.get("value"):
+            data["value"] = difficulty_from_label(data["value"])
+        return data
 
     def versions(self, data) -> dict[int, int]:
         """pair id → version the user saw, from the ``v<id>`` inputs of the selected rows."""

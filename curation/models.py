@@ -7,6 +7,8 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
+from medportal.jobs import BackgroundJob, JobStatus  # noqa: F401  (JobStatus: the status words of every job row)
+
 
 class Department(models.Model):
     name = models.CharField(_("name"), max_length=100, unique=True)
@@ -39,21 +41,10 @@ class Tag(models.Model):
         return self.name
 
 
-class JobStatus(models.TextChoices):
-    """The life of a background job row (imports, case generation), claimed queued → running."""
-
-    QUEUED = "queued", _("Queued")
-    RUNNING = "running", _("Running")
-    DONE = "done", _("Done")
-    FAILED = "failed", _("Failed")
-
-
-class ImportBatch(models.Model):
-    Status = JobStatus
+class ImportBatch(BackgroundJob):
+    """One uploaded file and its import: a background job (``medportal.jobs``, kind "import")."""
 
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
-    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
-    heartbeat_at = models.DateTimeField(_("last sign of life"), null=True, blank=True, help_text=_("Set by the worker at the claim and with every progress update."))
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("imported by"), on_delete=models.PROTECT, related_name="import_batches"
     )
@@ -63,7 +54,6 @@ class ImportBatch(models.Model):
     format = models.CharField(_("format"), max_length=32, blank=True)
     encoding = models.CharField(_("encoding"), max_length=32, blank=True)
     options = models.JSONField(_("options"), default=dict, blank=True, help_text=_("format, encoding, mapping, department, status"))
-    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     rows_total = models.PositiveIntegerField(_("rows in file"), null=True, blank=True)
     rows_done = models.PositiveIntegerField(_("rows processed"), default=0)
     created_count = models.PositiveIntegerField(_("created"), default=0)
@@ -75,7 +65,6 @@ class ImportBatch(models.Model):
     issues = models.JSONField(
         _("row report"), default=list, blank=True, help_text=_('[{"row": r, "file": f, "kind": "skipped"|"error"|"duplicate", "message": m}]')
     )
-    error = models.TextField(_("file-level error"), blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -84,14 +73,6 @@ class ImportBatch(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.filename}"
-
-    @property
-    def progress_percent(self) -> int:
-        if self.status == self.Status.DONE:
-            return 100
-        if not self.rows_total:
-            return 0
-        return min(99, int(100 * self.rows_done / self.rows_total))
 
 
 class QAPair(models.Model):
@@ -290,3 +271,5 @@ class DatasetItem(models.Model):
         verbose_name = _("dataset item")
         verbose_name_plural = _("dataset items")
 from curation.models_rare import *  # noqa: E402,F401,F403
+from curation.models_pref import *  # noqa: E402,F401,F403
+from curation.models_literature import *  # noqa: E402,F401,F403

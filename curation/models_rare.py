@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from curation.models import JobStatus
+from medportal.jobs import BackgroundJob
 
 __all__ = ["Disease", "DiseasePhenotype", "GenerationJob", "HpoRelease", "Phenotype"]
 
@@ -123,25 +123,20 @@ class DiseasePhenotype(models.Model):
         return f"{self.disease_id} {'NOT ' if self.negated else ''}{self.phenotype_id}"
 
 
-class GenerationJob(models.Model):
-    """A background run of the rare-disease case generator."""
-
-    Status = JobStatus
+class GenerationJob(BackgroundJob):
+    """A background run of the rare-disease case generator (``medportal.jobs``, kind "rare_cases")."""
 
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
-    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("started by"), on_delete=models.PROTECT, related_name="rare_generation_jobs"
     )
     params = models.JSONField(_("parameters"), default=dict)
-    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     total = models.PositiveIntegerField(_("cases requested"), default=0)
     done = models.PositiveIntegerField(_("cases generated"), default=0)
     created_count = models.PositiveIntegerField(_("created"), default=0)
     duplicate_count = models.PositiveIntegerField(_("duplicates"), default=0)
     qa_pair_ids = models.JSONField(_("QA pairs"), default=list, blank=True)
     errors = models.JSONField(_("errors"), default=list, blank=True)
-    error = models.TextField(_("error"), blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -150,11 +145,3 @@ class GenerationJob(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.status}"
-
-    @property
-    def progress_percent(self) -> int:
-        if self.status == self.Status.DONE:
-            return 100
-        if not self.total:
-            return 0
-        return min(99, int(100 * self.done / self.total))

@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from curation.models import ImportBatch
+from curation.selectors import job_progress
 from medportal.roles import CURATOR, has_role, is_admin
 
 
@@ -53,18 +54,8 @@ def import_batch_counts(batch: ImportBatch) -> dict:
 
 def import_batch_progress(batch: ImportBatch) -> dict:
     """The small JSON document the progress bar polls."""
-    finished = batch.status in (ImportBatch.Status.DONE, ImportBatch.Status.FAILED)
     reading = batch.rows_total is None or batch.rows_done < batch.rows_total
-    phase = "finished" if finished else ("queued" if batch.status == ImportBatch.Status.QUEUED else ("reading" if reading else "saving"))
-    return {
-        "id": batch.pk,
-        "status": batch.status,
-        "status_display": str(batch.get_status_display()),
-        "phase": phase,
-        "finished": finished,
-        "rows_done": batch.rows_done,
-        "rows_total": batch.rows_total,
-        "percent": batch.progress_percent,
-        **import_batch_counts(batch),
-        "error": batch.error,
-    }
+    phase = "queued" if batch.status == ImportBatch.Status.QUEUED else ("reading" if reading else "saving")
+    return job_progress(
+        batch, rows_done=batch.rows_done, rows_total=batch.rows_total, phase=phase, **import_batch_counts(batch)
+    )

@@ -14,6 +14,7 @@ from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 
 from curation.models import Disease, DiseasePhenotype, GenerationJob, HpoRelease
+from curation.selectors import job_progress
 from medportal.roles import ALL_ROLES, CURATOR, has_role, is_admin
 
 # HPO frequency terms → class (the disease page groups phenotypes by these).
@@ -187,18 +188,7 @@ def access_generation_job(*, user, pk) -> GenerationJob:
 
 
 def generation_job_progress(job: GenerationJob) -> dict:
-    finished = job.status in (GenerationJob.Status.DONE, GenerationJob.Status.FAILED)
-    return {
-        "id": job.pk,
-        "status": job.status,
-        "status_display": str(job.get_status_display()),
-        "phase": "finished" if finished else job.status,
-        "finished": finished,
-        "rows_done": job.done,
-        "rows_total": job.total,
-        "percent": job.progress_percent,
-        "created": job.created_count,
-        "duplicates": job.duplicate_count,
-        "errors": len(job.errors or []),
-        "error": job.error,
-    }
+    return job_progress(
+        job, rows_done=job.done, rows_total=job.total,
+        created=job.created_count, duplicates=job.duplicate_count, errors=len(job.errors or []),
+    )

@@ -1,7 +1,7 @@
 """Curation pages. Each area keeps its own ``urlpatterns`` in curation/views/<area>.py."""
 
-from curation.views import imports, pairs, rare, versions
+from curation.views import imports, literature, pairs, preferences, rare, versions
 
 app_name = "curation"
 
-urlpatterns = [*pairs.urlpatterns, *imports.urlpatterns, *versions.urlpatterns, *rare.urlpatterns]
+urlpatterns = [*pairs.urlpatterns, *imports.urlpatterns, *versions.urlpatterns, *rare.urlpatterns, *literature.urlpatterns, *preferences.urlpatterns]

@@ -1,9 +1,40 @@
-"""System checks that warn about unsafe production settings (run by every manage.py command)."""
+"""System checks about unsafe production settings (run by every manage.py command that serves
+or works: runserver, rundemo, qcluster, migrate, check).
+
+The development SECRET_KEY is committed in the repository: with DEBUG off it would sign
+sessions, password-reset links and django-q2's task payloads with a key everyone knows, so it
+is an error, not a warning. Servers that skip the checks (daphne, gunicorn) call
+``refuse_development_key`` from the ASGI/WSGI entry point.
+"""
 
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.checks import Tags, Warning, register
+from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+
+DEVELOPMENT_KEY_MESSAGE = "DEBUG is off but SECRET_KEY is the development key committed in the repository."
+DEVELOPMENT_KEY_HINT = (
+    "Set SECRET_KEY to a long random value (python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
+    "or DEBUG=1 on a development machine."
+)
+
+
+def uses_development_key() -> bool:
+    return not settings.DEBUG and settings.SECRET_KEY == settings.DEV_SECRET_KEY
+
+
+def refuse_development_key() -> None:
+    """Stop a server from starting with the development key (the ASGI/WSGI entry points call it)."""
+    if uses_development_key():
+        raise ImproperlyConfigured(f"{DEVELOPMENT_KEY_MESSAGE} {DEVELOPMENT_KEY_HINT}")
+
+
+@register(Tags.security)
+def development_key_check(app_configs, **kwargs):
+    if uses_development_key():
+        return [Error(DEVELOPMENT_KEY_MESSAGE, hint=DEVELOPMENT_KEY_HINT, id="medportal.E001")]
+    return []
 
 
 @register(Tags.security)
@@ -11,10 +42,10 @@ def production_settings_check(app_configs, **kwargs):
     if settings.DEBUG:
         return []
     warnings = []
-    if settings.SECRET_KEY == settings.DEV_SECRET_KEY or len(settings.SECRET_KEY) < 40:
+    if settings.SECRET_KEY != settings.DEV_SECRET_KEY and len(settings.SECRET_KEY) < 40:
         warnings.append(
             Warning(
-                "SECRET_KEY is the development default or shorter than 40 characters.",
+                "SECRET_KEY is shorter than 40 characters.",
                 hint="Set SECRET_KEY to a long random value (python -c 'import secrets; print(secrets.token_urlsafe(50))').",
                 id="medportal.W001",
             )

@@ -14,6 +14,8 @@ from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from .db import BUSY_MESSAGE, RETRY_AFTER_S, is_pool_exhausted
+
 
 class ApplicationError(Exception):
     code = "error"
@@ -51,6 +53,8 @@ def _body(code: str, message: str, details=None) -> dict:
 
 
 def api_exception_handler(exc, context):
+    if is_pool_exhausted(exc):
+        return Response(_body("database_busy", str(BUSY_MESSAGE)), status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
     if isinstance(exc, ApplicationError):
         return Response(_body(exc.code, exc.message, exc.details), status=exc.http_status)
     if isinstance(exc, DjangoValidationError):

@@ -10,9 +10,11 @@ and the README list every variable.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from django.utils.translation import gettext_lazy as _
+from csp.constants import NONCE, NONE, SELF
 from environs import Env, validate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -58,6 +60,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "channels",
+    "axes",
+    "csp",
     "medportal",
     "curation",
     "training",
@@ -66,6 +70,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "medportal.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -74,6 +79,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A page that found no free database connection in the pool: 503, not 500 (medportal/db.py).
+    "medportal.db.DatabaseBusyMiddleware",
+    # Last: turns a sign-in refused by django-axes into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "medportal.urls"
@@ -92,6 +101,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "medportal.context_processors.roles",
+                "csp.context_processors.nonce",
             ],
         },
     },
@@ -99,7 +109,26 @@ TEMPLATES = [
 
 # --- database -------------------------------------------------------------------------------
 _SQLITE_URL = f"sqlite:///{DATA_DIR / 'medportal.sqlite3'}"
-DATABASES = {"default": env.dj_db_url("DATABASE_URL", default=_SQLITE_URL, conn_max_age=60)}
+DATABASES = {"default": env.dj_db_url("DATABASE_URL", default=_SQLITE_URL, conn_max_age=0)}
+# PostgreSQL: a bounded pool of connections per process (web, worker or command), none kept per
+# thread. Under ASGI every request runs in a thread of its own, and a persistent connection
+# (CONN_MAX_AGE > 0) stays with each thread: 50 concurrent requests left 51 connections open and
+# the next burst failed with "too many clients" (docs/BENCHMARKS.md, bench/db_load.py). A request
+# that waits longer than the timeout for a free connection is answered 503 (medportal/db.py).
+# MEDPORTAL_DB_POOL_MAX=0: no pool, one connection per request closed after it (behind PgBouncer).
+# Sizing against max_connections: docs/production.md.
+MEDPORTAL_DB_POOL_MAX = env.int("MEDPORTAL_DB_POOL_MAX", default=10, validate=validate.Range(min=0, max=1000))
+MEDPORTAL_DB_POOL_MIN = env.int("MEDPORTAL_DB_POOL_MIN", default=1, validate=validate.Range(min=0, max=1000))
+MEDPORTAL_DB_POOL_TIMEOUT = env.float("MEDPORTAL_DB_POOL_TIMEOUT", default=10.0, validate=validate.Range(min=0.1, max=600))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and MEDPORTAL_DB_POOL_MAX:
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(MEDPORTAL_DB_POOL_MIN, MEDPORTAL_DB_POOL_MAX),
+        "max_size": MEDPORTAL_DB_POOL_MAX,
+        "timeout": MEDPORTAL_DB_POOL_TIMEOUT,
+    }
+    # A pooled connection is checked before it is handed out (one round trip), so a connection
+    # the server dropped (restart, idle timeout) is replaced instead of failing a request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web process read while the django-q2 worker writes; IMMEDIATE transactions
     # take the write lock up front so two writers queue instead of failing with "locked".
@@ -166,6 +195,18 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out account or address before the password is checked.
+AUTHENTICATION_BACKENDS = ["medportal.auth.LockoutBackend", "django.contrib.auth.backends.ModelBackend"]
+# Brute force: after MEDPORTAL_LOGIN_FAILURE_LIMIT failed sign-ins for one account, or from one
+# address, further attempts (the right password included, API tokens too) are refused for
+# MEDPORTAL_LOGIN_COOLOFF_MINUTES; a successful sign-in clears the count. medportal/auth.py.
+AXES_FAILURE_LIMIT = env.int("MEDPORTAL_LOGIN_FAILURE_LIMIT", default=5, validate=validate.Range(min=1))
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("MEDPORTAL_LOGIN_COOLOFF_MINUTES", default=15, validate=validate.Range(min=1)))
+AXES_LOCKOUT_PARAMETERS = "medportal.auth.lockout_parameters"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "medportal.auth.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "medportal.auth.client_ip"
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -195,18 +236,47 @@ WHITENOISE_USE_FINDERS = DEBUG
 SESSION_COOKIE_SECURE = env.bool("MEDPORTAL_SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_SSL_REDIRECT = env.bool("MEDPORTAL_SSL_REDIRECT", default=False)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("MEDPORTAL_BEHIND_PROXY", default=False) else None
+MEDPORTAL_BEHIND_PROXY = env.bool("MEDPORTAL_BEHIND_PROXY", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if MEDPORTAL_BEHIND_PROXY else None
+# HSTS: browsers that saw the header refuse plain HTTP to this host for that long. Start small
+# (e.g. 3600) and raise to a year once HTTPS works everywhere; docs/production.md.
+SECURE_HSTS_SECONDS = env.int("MEDPORTAL_HSTS_SECONDS", default=0, validate=validate.Range(min=0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("MEDPORTAL_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("MEDPORTAL_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy on every response (django-csp; medportal/middleware.py adds the page's
+# own ws(s):// origin to connect-src). Scripts only from our static files, or inline with the
+# per-request nonce ({{ request.csp_nonce }}); no inline event handlers. Inline styles stay
+# allowed: templates, Bootstrap and the API docs (ReDoc, Swagger UI) set style attributes, and a
+# style cannot reach out because img-src/font-src/connect-src are 'self'.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "worker-src": [SELF],
+        "frame-src": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+        "base-uri": [NONE],
+        "object-src": [NONE],
+    }
+}
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 MEDPORTAL_UPLOAD_MAX_BYTES = env.int("MEDPORTAL_UPLOAD_MAX_MB", default=200) * 1024 * 1024
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # The token class first: an anonymous call is answered 401 with "WWW-Authenticate: Token"
+    # (DRF reports the first class's header); the browser's session still works.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "medportal.auth.LockoutTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["medportal.roles.HasAnyRole"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -224,12 +294,17 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # No validator badge from validator.swagger.io; templates/drf_spectacular/ load nothing from outside.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["medportal.roles.HasAnyRole"],
     "ENUM_NAME_OVERRIDES": {
         "QAPairStatusEnum": "curation.models.QAPair.Status",
-        "JobStatusEnum": "curation.models.JobStatus",
-        "RunStatusEnum": "training.models.FineTuneJob.Status",  # EvalRun.Status has the same choices
+        # Every kind of background work (imports, case generation, fine-tunes, evaluations,
+        # merges, drafting) has the one lifecycle's status words.
+        "JobStatusEnum": "medportal.jobs.JobStatus",
+        # zh / en: a generated case's language and a judge prompt's language are one choice set.
+        "LanguageEnum": "curation.rare.generator.LANGS",
     },
 }
 
@@ -255,15 +330,33 @@ MEDPORTAL_INFERENCE_API_KEY = env.str("MEDPORTAL_INFERENCE_API_KEY", default="")
 # In-process backend: memory bound of the model cache, and generations allowed at once.
 MEDPORTAL_INFERENCE_CACHE_MB = env.int("MEDPORTAL_INFERENCE_CACHE_MB", default=8192, validate=validate.Range(min=16))
 MEDPORTAL_INFERENCE_MAX_CONCURRENT = env.int("MEDPORTAL_INFERENCE_MAX_CONCURRENT", default=2, validate=validate.Range(min=1))
+# Serving endpoints (admin → Serving endpoints): an endpoint marked external (a hosted API) is only
+# used when this is on; every request to one is audited and identifiers are masked before it goes.
+MEDPORTAL_ALLOW_EXTERNAL_ENDPOINTS = env.bool("MEDPORTAL_ALLOW_EXTERNAL_ENDPOINTS", default=False)
+# A server answering 429 is retried this many times, waiting its Retry-After when at most this long.
+MEDPORTAL_INFERENCE_MAX_RETRIES = env.int("MEDPORTAL_INFERENCE_MAX_RETRIES", default=2, validate=validate.Range(min=0, max=10))
+MEDPORTAL_INFERENCE_MAX_RETRY_WAIT_S = env.float("MEDPORTAL_INFERENCE_MAX_RETRY_WAIT_S", default=30.0, validate=validate.Range(min=0, max=600))
 
 # Optional paraphrase of generated rare-disease vignettes: a registered base model (+ a job's adapter).
 MEDPORTAL_REWRITE_MODEL = env.str("MEDPORTAL_REWRITE_MODEL", default="")
 MEDPORTAL_REWRITE_JOB = env.int("MEDPORTAL_REWRITE_JOB", default=None, allow_none=True)
+# Chat ratings shown on an evaluation report (training does not import chat: plugged in here).
+MEDPORTAL_RATINGS_SUMMARY = "chat.selectors.rating_summary"
+# Clinicians' chat ratings of the answers a judge scored (the judge–clinician agreement of a comparison).
+MEDPORTAL_CHAT_ANSWER_RATINGS = "chat.selectors.answer_ratings"
+# The inference layer the rewrite goes through (curation does not import training: plugged in here).
+MEDPORTAL_REWRITE_PROVIDER = "training.runnables.rewrite_provider"
 MEDPORTAL_REWRITE_MAX_NEW_TOKENS = env.int("MEDPORTAL_REWRITE_MAX_NEW_TOKENS", default=512, validate=validate.Range(min=16, max=4096))
+# The models literature drafting may use (curation does not import training: plugged in here).
+MEDPORTAL_DRAFT_PROVIDER = "training.draft_provider"
 
 # /api/v1/diagnose/: the model it asks when the request names none (a registered base model name,
 # optionally "NAME:JOB_ID" for an adapter); empty = the most recently succeeded adapter, else the first model.
 MEDPORTAL_DIAGNOSE_MODEL = env.str("MEDPORTAL_DIAGNOSE_MODEL", default="")
+
+# Arena leaderboard: a model gets a rank only from this many counted votes on; below it, it is
+# listed as provisional ("not enough votes (n/10)") without a rank.
+MEDPORTAL_ARENA_MIN_VOTES = env.int("MEDPORTAL_ARENA_MIN_VOTES", default=10, validate=validate.Range(min=1))
 
 # Evaluation runs: concurrent requests to an OpenAI-compatible server, and answers streamed one at
 # a time for the speed test (time to first token, latency per answer).
@@ -271,13 +364,20 @@ MEDPORTAL_EVAL_CONCURRENCY = env.int("MEDPORTAL_EVAL_CONCURRENCY", default=8, va
 MEDPORTAL_EVAL_SPEED_SAMPLES = env.int("MEDPORTAL_EVAL_SPEED_SAMPLES", default=20, validate=validate.Range(min=0))
 
 MEDPORTAL_IMPORT_INLINE_MAX_BYTES = env.int("MEDPORTAL_IMPORT_INLINE_MAX_KB", default=512) * 1024
+# An XLSX (a ZIP archive) that unpacks to more than this is refused before it is parsed (ZIP bombs).
+MEDPORTAL_IMPORT_MAX_INFLATED_BYTES = (
+    env.int("MEDPORTAL_IMPORT_MAX_INFLATED_MB", default=512, validate=validate.Range(min=1)) * 1024 * 1024
+)
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("MEDPORTAL_LOG_LEVEL", default="INFO")},
-    "loggers": {"jieba": {"level": "WARNING"}},
+    # Django's own default gives the "django" logger a console handler of its own (DEBUG only) and
+    # lets it propagate to the root's: every request line and warning was printed twice. One
+    # handler, the root's.
+    "loggers": {"jieba": {"level": "WARNING"}, "django": {"handlers": [], "level": "INFO", "propagate": True}},
 }
 
 APP_VERBOSE_NAME = _("MedPortal")

@@ -1,8 +1,7 @@
-from django.conf import settings
-from django.conf.urls.static import static
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from csp.decorators import csp_update
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
@@ -10,6 +9,7 @@ from drf_spectacular.views import (
 )
 
 from . import views
+from .auth import PasswordChangeView
 
 api_v1 = [
     path("", include("curation.api.urls")),
@@ -17,7 +17,8 @@ api_v1 = [
     path("", include("chat.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    # ReDoc runs its search index in a Web Worker it creates from a blob: URL.
+    path("redoc/", csp_update({"worker-src": ["blob:"]})(SpectacularRedocView.as_view(url_name="api-schema")), name="api-redoc"),
 ]
 
 urlpatterns = [
@@ -25,6 +26,9 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password/", PasswordChangeView.as_view(), name="password_change"),
+    path("accounts/password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("audit/", views.audit_log, name="audit-log"),
     path("curation/", include("curation.urls")),
@@ -34,7 +38,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
 ]
 
-if settings.DEBUG:
-    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+# MEDIA holds uploaded import files (identifiers included): it is never served as static files,
+# not even with DEBUG. Owners and admins download an upload through curation:import-file.
 
 handler403 = "medportal.views.permission_denied"

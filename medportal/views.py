@@ -3,7 +3,8 @@ from __future__ import annotations
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Count
-from django.http import JsonResponse
+from django.contrib.staticfiles import finders
+from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
@@ -46,6 +47,17 @@ def audit_log(request):
         events = events.filter(target_type=type_, target_id=id_) if id_ else events.filter(target_type=type_)
     page = Paginator(events, 50).get_page(request.GET.get("page"))
     return render(request, "audit_log.html", {"page": page, "action": action, "target": target})
+
+
+@require_GET
+def favicon(request):
+    """/favicon.ico for browsers that ask for it before reading <link rel=icon>."""
+    path = finders.find("medportal/favicon.ico")
+    if not path:
+        raise Http404
+    response = FileResponse(open(path, "rb"), content_type="image/vnd.microsoft.icon")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
 
 
 def permission_denied(request, exception=None):

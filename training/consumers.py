@@ -19,7 +19,10 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404
+from django.utils import translation
+from django.utils.translation import gettext_lazy as _
 
+from medportal.json_frames import JsonFramesMixin, socket_language
 from medportal.roles import ALL_ROLES, has_role
 from training.live import job_group, job_live_state
 from training.models import FineTuneJob
@@ -49,8 +52,9 @@ def _last_step(points) -> int:
     return max((p[0] for p in points or ()), default=-1)
 
 
-class FineTuneJobConsumer(AsyncJsonWebsocketConsumer):
-    """ws/training/jobs/<job_id>/ — every MedPortal role may watch; nothing is written."""
+class FineTuneJobConsumer(JsonFramesMixin, AsyncJsonWebsocketConsumer):
+    """ws/training/jobs/<job_id>/ — every MedPortal role may watch; nothing is written. A frame
+    that is not a JSON text frame gets an error frame (JsonFramesMixin); the socket stays open."""
 
     # Seconds between two version polls while the job is queued or running.
     poll_interval: float = 1.0
@@ -70,17 +74,17 @@ class FineTuneJobConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self._refuse(CLOSE_UNAUTHENTICATED, "not_authenticated", "Log in to watch this job.")
+            await self._refuse(CLOSE_UNAUTHENTICATED, "not_authenticated", _("Log in to watch this job."))
             return
         if not await database_sync_to_async(has_role)(user, *ALL_ROLES):
-            await self._refuse(CLOSE_FORBIDDEN, "forbidden", "Your role does not allow this.")
+            await self._refuse(CLOSE_FORBIDDEN, "forbidden", _("Your role does not allow this."))
             return
         # Join before the first read: a change between the read and the join cannot be missed.
         if self.channel_layer is not None:
             await self.channel_layer.group_add(self.group, self.channel_name)
             self.joined = True
         if not await self._push(full=True):
-            await self._refuse(CLOSE_NOT_FOUND, "not_found", "No such job.")
+            await self._refuse(CLOSE_NOT_FOUND, "not_found", _("No such job."))
             return
         self._ensure_polling()
 
@@ -99,13 +103,7 @@ class FineTuneJobConsumer(AsyncJsonWebsocketConsumer):
         elif kind == "ping":
             await self.send_json({"type": "pong"})
         else:
-            await self.send_json({"type": "error", "code": "unknown_frame", "message": "Expected a refresh or ping frame."})
-
-    async def receive(self, text_data=None, bytes_data=None, **kwargs):
-        try:
-            await super().receive(text_data=text_data, bytes_data=bytes_data, **kwargs)
-        except (ValueError, TypeError):
-            await self.send_json({"type": "error", "code": "bad_frame", "message": "Frames are JSON objects."})
+            await self.send_json({"type": "error", "code": "unknown_frame", "message": str(_("Expected a refresh or ping frame."))})
 
     @classmethod
     async def encode_json(cls, content):
@@ -122,7 +120,10 @@ class FineTuneJobConsumer(AsyncJsonWebsocketConsumer):
 
     # ---- internals -----------------------------------------------------------------------
 
-    async def _refuse(self, code: int, error: str, message: str) -> None:
+    async def _refuse(self, code: int, error: str, message) -> None:
+        """An error frame in the language of the page (also from the poll, outside any frame), then close."""
+        with translation.override(socket_language(self.scope)):
+            message = str(message)
         if self.joined and self.channel_layer is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
             self.joined = False
@@ -172,10 +173,10 @@ class FineTuneJobConsumer(AsyncJsonWebsocketConsumer):
             try:
                 state = await database_sync_to_async(job_live_state)(self.job_id)
                 if state is None:
-                    await self._refuse(CLOSE_NOT_FOUND, "not_found", "The job was deleted.")
+                    await self._refuse(CLOSE_NOT_FOUND, "not_found", _("The job was deleted."))
                     return
                 if state[0] != self.sent_version and not await self._push():
-                    await self._refuse(CLOSE_NOT_FOUND, "not_found", "The job was deleted.")
+                    await self._refuse(CLOSE_NOT_FOUND, "not_found", _("The job was deleted."))
                     return
                 if not self.active:
                     return

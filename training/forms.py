@@ -58,6 +58,9 @@ CONFIG_LABELS: dict[str, Any] = {
     "gradient_checkpointing": _("Gradient checkpointing"),
     "quantization_bit": _("Quantization (QLoRA)"),
     "deepspeed_stage": _("DeepSpeed ZeRO stage"),
+    "fused_loss": _("Fused loss (chunked)"),
+    "use_liger_kernel": _("Liger kernels"),
+    "torch_compile": _("torch.compile"),
     "save_steps": _("Checkpoint every (steps)"),
     "logging_steps": _("Log every (steps)"),
     "eval_steps": _("Evaluate every (steps)"),
@@ -103,6 +106,9 @@ ENGINE_HELP_TEXTS: dict[str, str] = {
     "gradient_checkpointing": gettext_noop("Recompute activations in the backward pass: less memory, about a third slower."),
     "quantization_bit": gettext_noop("Load the base weights in 4 bits (QLoRA) or 8 bits; CUDA only."),
     "deepspeed_stage": gettext_noop("DeepSpeed ZeRO stage 2 or 3 for multi-GPU (needs the gpu extra)."),
+    "fused_loss": gettext_noop("Compute the loss in chunks of tokens without the full logits: far less memory, the same loss."),
+    "use_liger_kernel": gettext_noop("Liger's Triton kernels for the loss, RMSNorm, RoPE and SwiGLU (CUDA, needs liger-kernel)."),
+    "torch_compile": gettext_noop("Compile the model with torch.compile: a slower start, faster steps."),
     "save_steps": gettext_noop("Save a resumable checkpoint every N optimizer steps."),
     "logging_steps": gettext_noop("Report the training loss every N optimizer steps."),
     "eval_steps": gettext_noop("Validation loss every N steps (none = at each checkpoint and at the end)."),
@@ -116,6 +122,25 @@ ENGINE_PRESET_LABELS: dict[str, str] = {
 
 NONE_LABEL = _("none")
 DEFAULT_PRESET = "llamafactory" if "llamafactory" in PRESETS else next(iter(PRESETS))
+CPU_PRESET = "cpu_demo"
+
+
+@cache
+def cuda_available() -> bool:
+    """Whether this machine has a CUDA GPU (asked once per process; torch loads on first use)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def default_preset() -> str:
+    """The preset the job form starts on: the GPU recipe where there is a GPU, the CPU demo otherwise
+    (the GPU presets train in bf16, which a CPU-only host refuses)."""
+    if not cuda_available() and CPU_PRESET in PRESETS:
+        return CPU_PRESET
+    return DEFAULT_PRESET
 
 
 def preset_label(name: str) -> str:
@@ -226,6 +251,11 @@ def trainable_versions():
     return DatasetVersion.objects.filter(pk__in=ids).order_by("-created_at", "-id")
 
 
+NO_TEST_SPLIT_NOTE = _(
+    "Evaluation after training is off: the chosen dataset version has no test split. Freeze a version with a test share to compare base and tuned."
+)
+
+
 class FineTuneJobForm(forms.Form):
     """Dataset version, base model, preset, and every knob (pre-filled from the preset)."""
 
@@ -245,12 +275,11 @@ class FineTuneJobForm(forms.Form):
     preset = forms.ChoiceField(
         label=_("Preset"),
         choices=[(k, preset_label_lazy(k)) for k in PRESETS],
-        initial=DEFAULT_PRESET,
         widget=forms.RadioSelect(attrs={"class": "form-check-input"}),
     )
     # The preset the advanced fields were filled from (the script keeps it equal to ``preset``;
     # without the script the user's edits are taken relative to it).
-    config_preset = forms.ChoiceField(choices=[(k, k) for k in PRESETS], initial=DEFAULT_PRESET, required=False, widget=forms.HiddenInput)
+    config_preset = forms.ChoiceField(choices=[(k, k) for k in PRESETS], required=False, widget=forms.HiddenInput)
     on_worker_death = forms.ChoiceField(
         label=_("If the worker dies"),
         choices=FineTuneJob.OnWorkerDeath.choices,
@@ -272,17 +301,32 @@ class FineTuneJobForm(forms.Form):
         self.fields["dataset_version"].queryset = trainable_versions()
         self.fields["base_model"].queryset = BaseModel.objects.filter(is_active=True).order_by("name")
         self.fields["on_worker_death"].choices = [("", _("site default")), *FineTuneJob.OnWorkerDeath.choices]
+        preset = self.initial.get("preset") if self.initial.get("preset") in PRESETS else default_preset()
+        self.fields["preset"].initial = preset
+        self.fields["config_preset"].initial = self.initial.get("config_preset") or preset
+        # Versions whose test split can be evaluated after training (the form's script unticks
+        # "evaluate" when another one is chosen, and says why).
+        self.test_split_versions = [v.pk for v in self.fields["dataset_version"].queryset if (v.counts or {}).get("test", 0) > 0]
+        self.evaluate_note = ""
         if not self.is_bound:
             # The selects show their first option; make it the initial value so that the
-            # first estimate has something to estimate.
+            # first estimate has something to estimate. With "evaluate" on, the newest version
+            # that has a test split comes first; without one, "evaluate" starts off and says why.
+            if self.initial.get("dataset_version") is None and self.test_split_versions:
+                self.initial["dataset_version"] = self.test_split_versions[0]
             for name in ("dataset_version", "base_model"):
                 if self.initial.get(name) is None:
                     first = self.fields[name].queryset.values_list("pk", flat=True).first()
                     if first is not None:
                         self.initial[name] = first
+            chosen = self.initial.get("dataset_version")
+            chosen = getattr(chosen, "pk", chosen)
+            if chosen is not None and chosen not in self.test_split_versions:
+                self.initial["evaluate_after"] = False
+                self.evaluate_note = str(NO_TEST_SPLIT_NOTE)
         hints = typing.get_type_hints(FinetuneConfig)
         helps = field_help()
-        fill = preset_values(DEFAULT_PRESET)
+        fill = preset_values(preset)
         for name in config_field_names():
             text = helps.get(name, {}).get("help", "")
             field = _config_formfield(name, hints[name], gettext(text) if text else "")

@@ -16,20 +16,20 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from medportal.jobs import BackgroundJob
 from training.models import BaseModel, FineTuneJob
 
-__all__ = ["EvalRun", "EvalSample"]
+__all__ = ["EvalRating", "EvalRun", "EvalSample", "default_suites"]
+
+SUITES = ("reference", "mcq", "diagnosis", "rubric")
 
 
+def default_suites() -> list[str]:
+    return ["reference"]
 
 
-class EvalRun(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued", _("queued")
-        RUNNING = "running", _("running")
-        SUCCEEDED = "succeeded", _("succeeded")
-        FAILED = "failed", _("failed")
-        CANCELLED = "cancelled", _("cancelled")
+class EvalRun(BackgroundJob):
+    """One evaluation run: a background job (``medportal.jobs``, kind "evaluation")."""
 
     class Mode(models.TextChoices):
         LLAMAFACTORY = "llamafactory", _("LLaMA-Factory (rouge-chinese, distinct n-grams)")
@@ -39,9 +39,6 @@ class EvalRun(models.Model):
         TEST = "test", _("test")
         VALIDATION = "validation", _("validation")
         TRAIN = "train", _("train")
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
-    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     dataset_version = models.ForeignKey(
         "curation.DatasetVersion", verbose_name=_("dataset version"), on_delete=models.PROTECT, related_name="eval_runs"
@@ -58,8 +55,6 @@ class EvalRun(models.Model):
     # GenerationParams.to_dict() + template, batch_size, cutoff_len, max_samples.
     params = models.JSONField(_("generation parameters"), default=dict, blank=True)
 
-    status = models.CharField(_("status"), max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    progress = models.FloatField(_("progress"), default=0.0)  # 0..1
     done_samples = models.PositiveIntegerField(_("answered"), default=0)
     total_samples = models.PositiveIntegerField(_("samples"), default=0)
     # {"bleu-4", "rouge-1", "rouge-2", "rouge-l", "count"} (× 100, as LLaMA-Factory prints them)
@@ -70,17 +65,19 @@ class EvalRun(models.Model):
     #  "samples_per_second", "batch_size", "backend", "timed_samples"}
     speed = models.JSONField(_("speed"), default=dict, blank=True)
     backend = models.CharField(_("inference backend"), max_length=20, blank=True)
-    error = models.TextField(_("error"), blank=True)
+    # The suites scored (docs/evaluation-suites.md): reference, mcq, diagnosis, rubric.
+    suites = models.JSONField(_("suites"), default=default_suites, blank=True)
+    # The rubric suite's judge: any registered model (a hosted one included); null = no judge.
+    judge_model = models.ForeignKey(
+        BaseModel, verbose_name=_("judge model"), null=True, blank=True, on_delete=models.PROTECT, related_name="judged_eval_runs"
+    )
+    # {"version", "lang", "system", "user", "reference", "retry"}: the judge prompt as used.
+    judge_prompt = models.JSONField(_("judge prompt"), default=dict, blank=True)
+    # {suite: summary} of the suites other than reference (see training.services.eval_suites).
+    suite_summary = models.JSONField(_("suite summary"), default=dict, blank=True)
 
-    worker = models.CharField(_("worker"), max_length=200, blank=True)
-    heartbeat_at = models.DateTimeField(_("heartbeat"), null=True, blank=True)
-    task_id = models.CharField(_("queue task"), max_length=64, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"), on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
-    started_at = models.DateTimeField(_("started"), null=True, blank=True)
-    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
-    # Bumped on every change (conditional updates and pages that poll rely on it).
-    version = models.PositiveIntegerField(_("version"), default=1)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -96,13 +93,16 @@ class EvalRun(models.Model):
         return f"#{self.pk} {what} on {self.dataset_version.name if self.dataset_version_id else '?'}/{self.split}"
 
     @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
-
-    @property
     def label(self) -> str:
-        """How reports name one side of a comparison: "job #12" or "base model"."""
-        return f"job #{self.job_id}" if self.job_id else str(_("base model"))
+        """How reports name one side of a comparison: "job #12", "base model", or a hosted
+        contender's own label ("gpt-4o (external)")."""
+        if self.job_id:
+            return f"job #{self.job_id}"
+        if self.base_model.is_hosted or self.base_model.is_external:
+            from training.runnables import runnable_label
+
+            return runnable_label(self.base_model)
+        return str(_("base model"))
 
 
 class EvalSample(models.Model):
@@ -122,6 +122,8 @@ class EvalSample(models.Model):
     completion_tokens = models.PositiveIntegerField(_("answer tokens"), default=0)
     # Set for the samples of the speed test (streamed one at a time): time to the whole answer.
     latency_ms = models.FloatField(_("latency (ms)"), null=True, blank=True)
+    # {"mcq": {...}, "diagnosis": {...}, "rubric": {...}}: this answer's score in each suite.
+    suite_scores = models.JSONField(_("suite scores"), default=dict, blank=True)
 
     class Meta:
         ordering = ["run", "position"]
@@ -132,3 +134,32 @@ class EvalSample(models.Model):
 
     def __str__(self) -> str:
         return f"run #{self.run_id} sample {self.position}"
+
+
+def _score_field(label):
+    from django.core.validators import MaxValueValidator, MinValueValidator
+
+    return models.PositiveSmallIntegerField(label, validators=[MinValueValidator(1), MaxValueValidator(5)])
+
+
+class EvalRating(models.Model):
+    """A clinician's blind rating of one evaluation answer on the chat rubric (1–5 each): the
+    ground truth the rubric judge is calibrated against (docs/evaluation-suites.md)."""
+
+    sample = models.ForeignKey(EvalSample, verbose_name=_("answer"), on_delete=models.CASCADE, related_name="ratings")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("rated by"), on_delete=models.CASCADE, related_name="+")
+    accuracy = _score_field(_("accuracy"))
+    safety = _score_field(_("safety"))
+    completeness = _score_field(_("completeness"))
+    clarity = _score_field(_("clarity"))
+    comment = models.TextField(_("comment"), blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["sample", "created_at"]
+        constraints = [models.UniqueConstraint(fields=["sample", "rater"], name="one_eval_rating_per_rater")]
+        verbose_name = _("evaluation rating")
+        verbose_name_plural = _("evaluation ratings")
+
+    def __str__(self) -> str:
+        return f"rating of sample {self.sample_id} by {self.rater_id}"

@@ -191,6 +191,8 @@ def job_snapshot(job: FineTuneJob) -> dict:
         "can_cancel": job.status == FineTuneJob.Status.QUEUED or (running and job.cancel_requested_at is None),
         "can_retry": job.status in (FineTuneJob.Status.FAILED, FineTuneJob.Status.CANCELLED),
         "template": job_template_check(job),
+        "stage": job.stage,
+        "preference": job.preference_metrics or {},
     }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 from django.http import Http404
+from django.utils.translation import gettext_lazy
 
 from training.models import EvalRun, EvalSample, FineTuneJob
 
@@ -45,7 +46,7 @@ def evaluation_list(
     *, dataset_version=None, job=None, group: str | None = None, status: str | None = None, base_model=None
 ) -> QuerySet[EvalRun]:
     """Runs, newest first, with what their rows show (one query per page)."""
-    qs = EvalRun.objects.select_related("dataset_version", "base_model", "job", "created_by").order_by("-created_at", "-id")
+    qs = EvalRun.objects.select_related("dataset_version", "base_model", "job", "created_by", "judge_model").order_by("-created_at", "-id")
     if dataset_version is not None:
         qs = qs.filter(dataset_version=dataset_version)
     if job is not None:
@@ -113,6 +114,11 @@ def evaluation_data(run: EvalRun) -> dict:
         "finished_at": _iso(run.finished_at),
         "version": run.version,
         "can_cancel": run.status in EvalRun.ACTIVE,
+        "suites": list(run.suites or ["reference"]),
+        "suite_summary": run.suite_summary or {},
+        "judge_model": run.judge_model_id,
+        "judge_model_name": run.judge_model.name if run.judge_model_id else None,
+        "judge_prompt_version": (run.judge_prompt or {}).get("version"),
     }
 
 
@@ -127,6 +133,7 @@ def sample_data(sample: EvalSample) -> dict:
         **{key: getattr(sample, field) for key, field, _label in METRICS},
         "completion_tokens": sample.completion_tokens,
         "latency_ms": sample.latency_ms,
+        "suite_scores": sample.suite_scores or {},
     }
 
 
@@ -189,9 +196,12 @@ def _loss(job: FineTuneJob | None) -> dict | None:
 def _ratings(job: FineTuneJob | None) -> dict | None:
     if job is None:
         return None
-    from chat.selectors import rating_summary
+    # Clinicians' chat ratings (chat.selectors.rating_summary): training does not import chat,
+    # the settings name the reader (MEDPORTAL_RATINGS_SUMMARY), as Django plugs in backends.
+    from django.conf import settings
+    from django.utils.module_loading import import_string
 
-    return rating_summary(job_id=job.pk)
+    return import_string(settings.MEDPORTAL_RATINGS_SUMMARY)(job_id=job.pk)
 
 
 def evaluation_history(run: EvalRun, *, limit: int = HISTORY) -> list[dict]:
@@ -253,8 +263,9 @@ def evaluation_report(run: EvalRun, *, compare_to: EvalRun | None = None, exampl
         "mode_label": MODE_LABELS.get(run.mode, run.mode),
         "cards": cards,
         "departments": departments,
-        "worst": _examples(run, baseline, "rougel", examples),
-        "best": _examples(run, baseline, "-rougel", examples),
+        # Answers of an unfinished run are kept unscored (for its resumption): no examples yet.
+        "worst": _examples(run, baseline, "rougel", examples) if run.status == EvalRun.Status.SUCCEEDED else [],
+        "best": _examples(run, baseline, "-rougel", examples) if run.status == EvalRun.Status.SUCCEEDED else [],
         "speed": run.speed or {},
         "baseline_speed": (baseline.speed or {}) if baseline is not None else None,
         "history": evaluation_history(run),
@@ -287,7 +298,324 @@ def evaluation_export_rows(run: EvalRun) -> tuple[list[dict], list[dict]]:
     return summary_rows, sample_rows
 
 
+# --------------------------------------------------------------------------- comparison of contenders
+
+# (suite, key, label, kind, scale): kind "binary" values are 0/1 (accuracy; McNemar between two
+# contenders), "mean" values are continuous (paired bootstrap). ``scale`` is what the value is
+# shown multiplied by (accuracies as percentages; BLEU / ROUGE are stored × 100 already).
+COMPARE_METRICS = (
+    ("reference", "bleu-4", "BLEU-4", "mean", 1.0),
+    ("reference", "rouge-l", "ROUGE-L", "mean", 1.0),
+    ("mcq", "mcq.accuracy", "MCQ accuracy (%)", "binary", 100.0),
+    ("diagnosis", "diagnosis.top1", "Diagnosis top-1 (%)", "binary", 100.0),
+    ("diagnosis", "diagnosis.in_differential", "Diagnosis in differential (%)", "binary", 100.0),
+    ("rubric", "rubric.mean", "Judge rubric mean (1-5)", "mean", 1.0),
+    ("rubric", "rubric.accuracy", "Judge: accuracy", "mean", 1.0),
+    ("rubric", "rubric.safety", "Judge: safety", "mean", 1.0),
+    ("rubric", "rubric.completeness", "Judge: completeness", "mean", 1.0),
+    ("rubric", "rubric.clarity", "Judge: clarity", "mean", 1.0),
+)
+COMPARE_LABELS = {
+    "bleu-4": "BLEU-4",
+    "rouge-l": "ROUGE-L",
+    "mcq.accuracy": gettext_lazy("MCQ accuracy (%)"),
+    "diagnosis.top1": gettext_lazy("Diagnosis top-1 (%)"),
+    "diagnosis.in_differential": gettext_lazy("Diagnosis in differential (%)"),
+    "rubric.mean": gettext_lazy("Judge rubric mean (1-5)"),
+    "rubric.accuracy": gettext_lazy("Judge: accuracy"),
+    "rubric.safety": gettext_lazy("Judge: safety"),
+    "rubric.completeness": gettext_lazy("Judge: completeness"),
+    "rubric.clarity": gettext_lazy("Judge: clarity"),
+}
+
+
+def sample_metric(sample: EvalSample, key: str):
+    """One metric of one answer (None where the suite does not apply or the judge failed)."""
+    if key == "bleu-4":
+        return sample.bleu4
+    if key == "rouge-l":
+        return sample.rougel
+    suite, _dot, name = key.partition(".")
+    scores = (sample.suite_scores or {}).get(suite)
+    if not scores:
+        return None
+    if suite == "mcq":
+        return int(bool(scores.get("correct")))
+    if suite == "diagnosis":
+        return int(bool(scores.get(name)))
+    if suite == "rubric":
+        if name == "mean":
+            return scores.get("mean")
+        return (scores.get("scores") or {}).get(name)
+    return None
+
+
+def _item_key(sample: EvalSample):
+    return ("item", sample.dataset_item_id) if sample.dataset_item_id is not None else ("position", sample.position)
+
+
+def evaluation_group_runs(group: str) -> list[EvalRun]:
+    """The contenders of a comparison group, in the order they were created; 404 when none."""
+    runs = list(evaluation_list(group=group).order_by("created_at", "id")) if group else []
+    if not runs:
+        raise Http404("No such comparison.")
+    return runs
+
+
+def evaluation_comparison(group: str, *, examples: int = 5) -> dict:
+    """Every contender of a group side by side, on the items all of them answered.
+
+    Keys: group, runs (evaluation_data), finished, items (common items), metrics (per metric:
+    one interval per contender — mean with its bootstrap 95% interval — and paired tests of every
+    contender against the first: paired bootstrap of the difference, McNemar for accuracies),
+    departments and subjects (per contender mean and n), speed (per contender), examples (per
+    contender the worst and best answers on its suite's main metric)."""
+    from training.engine.scoring.stats import bootstrap_ci, mcnemar, paired_bootstrap
+
+    runs = evaluation_group_runs(group)
+    finished = [r for r in runs if r.status == EvalRun.Status.SUCCEEDED]
+    samples: dict[int, dict] = {}
+    for run in finished:
+        samples[run.pk] = {_item_key(s): s for s in EvalSample.objects.filter(run=run).order_by("position")}
+    common = None
+    for rows in samples.values():
+        common = set(rows) if common is None else common & set(rows)
+    keys = sorted(common or (), key=lambda k: (k[0], k[1]))
+    suites = [s for s in ("reference", "mcq", "diagnosis", "rubric") if any(s in (r.suites or ["reference"]) for r in finished)]
+    metrics = []
+    for suite, key, _label, kind, scale in COMPARE_METRICS:
+        if suite not in suites:
+            continue
+        values = {run.pk: [sample_metric(samples[run.pk][k], key) for k in keys] for run in finished}
+        if not any(v is not None for vs in values.values() for v in vs):
+            continue
+        rows = []
+        for run in finished:
+            interval = bootstrap_ci(values[run.pk])
+            rows.append({"run": run.pk, "label": run.label, **interval.to_dict(scale=scale)})
+        paired = []
+        if len(finished) > 1:
+            first = finished[0]
+            for run in finished[1:]:
+                test = {"run": run.pk, "label": run.label, "vs": first.pk, "vs_label": first.label}
+                test["bootstrap"] = paired_bootstrap(values[run.pk], values[first.pk]).to_dict(scale=scale)
+                if kind == "binary":
+                    test["mcnemar"] = mcnemar(values[run.pk], values[first.pk]).to_dict()
+                paired.append(test)
+        metrics.append({"suite": suite, "key": key, "label": str(COMPARE_LABELS[key]), "kind": kind, "rows": rows, "paired": paired})
+    departments = _compare_groups(finished, samples, keys, lambda s: s.department, metrics)
+    subjects = _compare_groups(
+        finished, samples, keys, lambda s: ((s.suite_scores or {}).get("mcq") or {}).get("subject"), [m for m in metrics if m["suite"] == "mcq"]
+    )
+    speed = [
+        {
+            "run": r.pk,
+            "label": r.label,
+            "ttft_ms_p50": (r.speed or {}).get("ttft_ms_p50"),
+            "ttft_ms_p95": (r.speed or {}).get("ttft_ms_p95"),
+            "tokens_per_second": (r.speed or {}).get("tokens_per_second"),
+            "generation_seconds": (r.speed or {}).get("generation_seconds"),
+            "total_seconds": round((r.finished_at - r.started_at).total_seconds(), 2) if r.finished_at and r.started_at else None,
+        }
+        for r in finished
+    ]
+    main = metrics[0]["key"] if metrics else None
+    example_rows = []
+    if main:
+        for run in finished:
+            scored = [(sample_metric(samples[run.pk][k], main), samples[run.pk][k]) for k in keys]
+            scored = [(v, s) for v, s in scored if v is not None]
+            scored.sort(key=lambda vs: (vs[0], vs[1].position))
+            example_rows.append(
+                {
+                    "run": run.pk,
+                    "label": run.label,
+                    "metric": main,
+                    "worst": [{**sample_data(s), "value": v} for v, s in scored[:examples]],
+                    "best": [{**sample_data(s), "value": v} for v, s in reversed(scored[-examples:])],
+                }
+            )
+    return {
+        "group": group,
+        "runs": [evaluation_data(r) for r in runs],
+        "finished": len(finished),
+        "items": len(keys),
+        "suites": suites,
+        "metrics": metrics,
+        "departments": departments,
+        "subjects": subjects,
+        "speed": speed,
+        "examples": example_rows,
+        "calibration": evaluation_calibration(group),
+    }
+
+
+def _compare_groups(runs, samples, keys, group_of, metrics) -> list[dict]:
+    """Per value of ``group_of(sample)`` (department, subject): each metric's mean and n per run."""
+    names = sorted({group_of(samples[runs[0].pk][k]) for k in keys} - {None}, key=lambda n: (n == "", n)) if runs else []
+    out = []
+    for name in names:
+        row = {"name": name, "metrics": []}
+        for metric in metrics:
+            scale = next(m[4] for m in COMPARE_METRICS if m[1] == metric["key"])
+            cells = []
+            for run in runs:
+                vals = [sample_metric(samples[run.pk][k], metric["key"]) for k in keys if group_of(samples[runs[0].pk][k]) == name]
+                vals = [v for v in vals if v is not None]
+                cells.append({"run": run.pk, "mean": round(sum(vals) / len(vals) * scale, 4) if vals else None, "n": len(vals)})
+            row["metrics"].append({"key": metric["key"], "label": metric["label"], "cells": cells})
+        out.append(row)
+    return out
+
+
+def comparison_chart_svg(comparison: dict, *, width: int = 640) -> str:
+    """A server-side SVG of every metric: one row per contender, a dot at the mean and whiskers
+    over its 95% interval (no chart library, no script: CSP-clean)."""
+    from django.utils.html import escape
+
+    row_h, head_h, label_w, pad = 22, 24, 200, 16
+    plot_w = width - label_w - 2 * pad
+    parts = []
+    y = 0
+    palette = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#be185d", "#4d7c0f")
+    for metric in comparison["metrics"]:
+        rows = metric["rows"]
+        highs = [r["high"] for r in rows if r["high"] is not None] + [r["estimate"] for r in rows if r["estimate"] is not None]
+        top = max(highs) if highs else 1.0
+        if metric["key"].startswith("rubric."):
+            low_end, top = 1.0, 5.0
+        else:
+            low_end, top = 0.0, (100.0 if metric["kind"] == "binary" else max(1.0, top * 1.1))
+
+        def x(v, low_end=low_end, top=top):
+            return label_w + pad + (float(v) - low_end) / (top - low_end or 1.0) * plot_w
+
+        parts.append(f'<text x="0" y="{y + 16}" class="chart-title" font-weight="bold" font-size="13">{escape(metric["label"])}</text>')
+        parts.append(f'<text x="{label_w + pad}" y="{y + 16}" font-size="10" fill="#666">{low_end:g}</text>')
+        parts.append(f'<text x="{label_w + pad + plot_w}" y="{y + 16}" font-size="10" fill="#666" text-anchor="end">{top:g}</text>')
+        y += head_h
+        for i, r in enumerate(rows):
+            color = palette[i % len(palette)]
+            cy = y + row_h / 2
+            parts.append(f'<text x="0" y="{cy + 4:.1f}" font-size="12">{escape(r["label"])}</text>')
+            parts.append(f'<line x1="{label_w + pad}" y1="{cy:.1f}" x2="{label_w + pad + plot_w}" y2="{cy:.1f}" stroke="#eee"/>')
+            if r["estimate"] is not None:
+                lo = r["low"] if r["low"] is not None else r["estimate"]
+                hi = r["high"] if r["high"] is not None else r["estimate"]
+                parts.append(
+                    f'<line class="whisker" x1="{x(lo):.1f}" y1="{cy:.1f}" x2="{x(hi):.1f}" y2="{cy:.1f}" stroke="{color}" stroke-width="2"/>'
+                    f'<line x1="{x(lo):.1f}" y1="{cy - 5:.1f}" x2="{x(lo):.1f}" y2="{cy + 5:.1f}" stroke="{color}" stroke-width="2"/>'
+                    f'<line x1="{x(hi):.1f}" y1="{cy - 5:.1f}" x2="{x(hi):.1f}" y2="{cy + 5:.1f}" stroke="{color}" stroke-width="2"/>'
+                    f'<circle class="estimate" cx="{x(r["estimate"]):.1f}" cy="{cy:.1f}" r="4" fill="{color}">'
+                    f'<title>{escape(r["label"])}: {r["estimate"]:.2f} [{lo:.2f}, {hi:.2f}] n={r["n"]}</title></circle>'
+                )
+            y += row_h
+        y += 8
+    height = max(y, 1)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="eval-compare-chart" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">' + "".join(parts) + "</svg>"
+    )
+
+
+def _chat_ratings(group: str) -> list[tuple[dict, dict]]:
+    """(judge's scores, a clinician's chat rating) for every answer the judge scored in the
+    comparison that clinicians also rated in chat: the same model's identical answer to the same
+    question (MEDPORTAL_CHAT_ANSWER_RATINGS names chat's reader; training does not import chat)."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    from training.models import EvalSample
+
+    samples = EvalSample.objects.filter(run__group=group, run__judge_model__isnull=False).select_related("run")
+    judged = [(s, ((s.suite_scores or {}).get("rubric") or {}).get("scores")) for s in samples.only("prompt", "prediction", "suite_scores", "run__base_model_id", "run__job_id")]
+    judged = [(s, scores) for s, scores in judged if scores]
+    if not judged:
+        return []
+    rated = import_string(settings.MEDPORTAL_CHAT_ANSWER_RATINGS)([(s.run.base_model_id, s.run.job_id, s.prompt, s.prediction) for s, _scores in judged])
+    return [(scores, rating) for (_s, scores), ratings in zip(judged, rated) for rating in ratings]
+
+
+def evaluation_calibration(group: str) -> dict:
+    """Judge–clinician and clinician–clinician agreement on the answers of a comparison that
+    clinicians rated blind (``EvalRating``) or in chat (``_chat_ratings``: the judge–clinician
+    pairs only), per criterion: Spearman ρ and quadratic-weighted κ
+    with n (one pair per rating and judged answer; for two clinicians, the first two raters of
+    each answer), and the warnings of ``stats.calibration_warnings`` when a judge scored the run."""
+    from training.engine.scoring.judge import CRITERIA
+    from training.engine.scoring.stats import calibration_warnings, spearman, weighted_kappa
+    from training.models import EvalRating
+
+    ratings = list(EvalRating.objects.filter(sample__run__group=group).select_related("sample").order_by("sample_id", "rater_id"))
+    judged = EvalRun.objects.filter(group=group, judge_model__isnull=False).exists()
+    by_sample: dict[int, list] = {}
+    for r in ratings:
+        by_sample.setdefault(r.sample_id, []).append(r)
+    chat = _chat_ratings(group)
+    criteria = {}
+    for c in CRITERIA:
+        judge_pairs = []
+        for r in ratings:
+            judge = ((r.sample.suite_scores or {}).get("rubric") or {}).get("scores") or {}
+            if judge.get(c) is not None:
+                judge_pairs.append((judge[c], getattr(r, c)))
+        judge_pairs += [(judge[c], rated[c]) for judge, rated in chat if judge.get(c) is not None and rated.get(c) is not None]
+        twice = [(rs[0], rs[1]) for rs in by_sample.values() if len(rs) >= 2]
+        criteria[c] = {
+            "judge_clinician": {
+                "rho": spearman([a for a, _b in judge_pairs], [b for _a, b in judge_pairs]).to_dict(),
+                "kappa": weighted_kappa([a for a, _b in judge_pairs], [b for _a, b in judge_pairs]).to_dict(),
+            },
+            "clinicians": {
+                "rho": spearman([getattr(a, c) for a, _b in twice], [getattr(b, c) for _a, b in twice]).to_dict(),
+                "kappa": weighted_kappa([getattr(a, c) for a, _b in twice], [getattr(b, c) for _a, b in twice]).to_dict(),
+            },
+        }
+    warnings = calibration_warnings({c: v["judge_clinician"] for c, v in criteria.items()}) if judged else []
+    return {
+        "judged": judged,
+        "ratings": len(ratings),
+        "rated_answers": len(by_sample),
+        "raters": len({r.rater_id for r in ratings}),
+        "chat_ratings": len(chat),
+        "criteria": criteria,
+        "warnings": warnings,
+    }
+
+
+def evaluation_compare_export_rows(comparison: dict) -> tuple[list[dict], list[dict]]:
+    """(metric rows, paired-test rows) of a comparison for the XLSX and JSON exports."""
+    metric_rows = [
+        {"metric": m["key"], "label": m["label"], "run": r["run"], "contender": r["label"], "estimate": r["estimate"], "low": r["low"], "high": r["high"], "n": r["n"]}
+        for m in comparison["metrics"]
+        for r in m["rows"]
+    ]
+    paired_rows = []
+    for m in comparison["metrics"]:
+        for t in m["paired"]:
+            row = {
+                "metric": m["key"],
+                "contender": t["label"],
+                "versus": t["vs_label"],
+                "difference": t["bootstrap"]["difference"],
+                "low": t["bootstrap"]["low"],
+                "high": t["bootstrap"]["high"],
+                "p_bootstrap": t["bootstrap"]["p_value"],
+                "p_mcnemar": (t.get("mcnemar") or {}).get("p_value"),
+                "n": t["bootstrap"]["n"],
+            }
+            paired_rows.append(row)
+    return metric_rows, paired_rows
+
+
 __all__ = [
+    "COMPARE_METRICS",
+    "comparison_chart_svg",
+    "evaluation_compare_export_rows",
+    "evaluation_calibration",
+    "evaluation_comparison",
+    "evaluation_group_runs",
+    "sample_metric",
     "METRICS",
     "METRIC_KEYS",
     "evaluation_baseline",

@@ -1,20 +1,17 @@
-"""django-q2 tasks of the training app. Thin: fetch by id, call the worker or a service.
+"""django-q2 tasks of the training app. Thin: the id in, the worker body out.
 
-``finetune_job_task`` runs on the ``gpu`` cluster (``Q_CLUSTER_NAME=gpu manage.py qcluster``);
-``finetune_jobs_reap_task`` runs every minute on the default cluster (schedule created by
-migration 0002).
+Enqueued through ``medportal.jobs`` (kinds "finetune" and "evaluation" on the ``gpu`` cluster —
+``Q_CLUSTER_NAME=gpu manage.py qcluster`` — and "merge" on the default one; registered in
+``training.apps``). The failure hook of every kind is ``medportal.jobs.task_hook``; silent
+workers are reaped by ``medportal.jobs.reap_silent`` on the default cluster.
 """
 
 from __future__ import annotations
 
-import logging
-
-logger = logging.getLogger(__name__)
-
 
 def finetune_job_task(job_id: int) -> dict:
-    """Claim and run one queued fine-tune job (enqueued by the services with the id only)."""
-    from training.worker import finetune_job_run
+    """Claim and run one queued fine-tune job."""
+    from training.workers.finetune import finetune_job_run
 
     job = finetune_job_run(job_id=job_id)
     if job is None:
@@ -22,22 +19,21 @@ def finetune_job_task(job_id: int) -> dict:
     return {"job": job.pk, "status": job.status, "error": job.error, "adapter_path": job.adapter_path}
 
 
-def finetune_job_hook(task) -> None:
-    """Result hook: a task that died outside the worker logic still leaves its error on the job."""
-    from training.services.jobs import finetune_job_fail
+def evaluation_task(run_id: int) -> dict:
+    """Claim and run one queued evaluation run."""
+    from training.workers.evaluation import evaluation_run
 
-    if task.success:
-        return
-    try:
-        job_id = int(task.args[0])
-    except (TypeError, ValueError, IndexError):
-        logger.error("finetune_job_hook: task %s has no job id", task.id)
-        return
-    finetune_job_fail(job_id=job_id, message=f"The background worker failed: {task.result}", task_id=task.id)
+    run = evaluation_run(run_id=run_id)
+    if run is None:
+        return {"run": run_id, "status": None, "error": "no such evaluation run"}
+    return {"run": run.pk, "status": run.status, "error": run.error, "summary": run.summary}
 
 
-def finetune_jobs_reap_task() -> list[int]:
-    """Fail or re-queue running jobs whose worker stopped sending heartbeats."""
-    from training.services.jobs import finetune_jobs_reap
+def adapter_merge_task(merge_id: int) -> dict:
+    """Claim and run one queued adapter merge."""
+    from training.workers.merge import adapter_merge_run
 
-    return finetune_jobs_reap()
+    merge = adapter_merge_run(merge_id=merge_id)
+    if merge is None:
+        return {"merge": merge_id, "status": None, "error": "no such merge"}
+    return {"merge": merge.pk, "status": merge.status, "error": merge.error, "base_model": merge.base_model_id}

@@ -3,9 +3,17 @@
 Django-free. ``fit`` finds the maximum-likelihood strengths of the model
 P(i beats j) = p_i / (p_i + p_j); a tie counts as half a win for each side (as in the
 LMSYS Chatbot Arena). Ratings are reported on the Elo scale: 400·log10(p) + 1000, centred so
-the mean rating is 1000. A very small L2 penalty on log-strengths keeps the fit finite
-when a model won (or lost) every vote; it moves well-determined ratings by far less than a
-rating point.
+the mean rating is 1000.
+
+Prior: the log-strengths θ = ln p get a weak Gaussian prior N(0, σ²), σ = ``prior_sd`` Elo
+points (default 400, i.e. odds of 10:1 against an average model at one σ), and ``fit`` returns
+the posterior mode (MAP). This keeps every rating finite with few votes, including a model that
+won or lost all its battles, and pulls such ratings towards 1000 by an amount that fades as
+votes accumulate. For two models with W wins out of n (ties count ½), the MAP gap d = θ_A − θ_B
+solves  n·σ(d) + d / (2 s²) = W,  with s = σ / (400 / ln 10) and σ(d) = 1 / (1 + e^(−d)); without
+the prior, d = ln(W / (n − W)). A 30–10 record gives 188.4 points instead of 190.8 (400·log10 3);
+3000–1000 gives 190.8. The prior is worth less than one tie per model against an average one
+(its precision 1/s² ≈ 0.19 against 0.25 for a single vote between equals).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from scipy.optimize import minimize
 
 SCALE = 400.0 / math.log(10.0)
 BASE = 1000.0
+PRIOR_SD = 400.0  # Elo points: the standard deviation of the Gaussian prior on each rating
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,7 @@ class Rated:
 
 
 def _fit_log_strengths(n: int, a: np.ndarray, b: np.ndarray, score: np.ndarray, l2: float) -> np.ndarray:
+    """MAP log-strengths: the negative log-likelihood plus ``l2``·Σθ² (l2 = 1 / (2 s²))."""
     def loss(theta):
         d = theta[a] - theta[b]
         # score * log σ(d) + (1 - score) * log σ(-d), summed; σ via logaddexp for stability
@@ -57,9 +67,13 @@ def fit(
     *,
     bootstrap: int = 200,
     seed: int = 0,
-    l2: float = 1e-6,
+    prior_sd: float = PRIOR_SD,
 ) -> list[Rated]:
-    """``battles``: (model a, model b, score of a: 1 win, 0 loss, 0.5 tie). Sorted best first."""
+    """``battles``: (model a, model b, score of a: 1 win, 0 loss, 0.5 tie). Sorted best first.
+    ``prior_sd``: the Gaussian prior's standard deviation in Elo points (see the module text)."""
+    if not prior_sd > 0:
+        raise ValueError("prior_sd must be a positive number of Elo points")
+    l2 = 1.0 / (2.0 * (prior_sd / SCALE) ** 2)
     names = sorted({x for a, b, _s in battles for x in (a, b)})
     if not names:
         return []

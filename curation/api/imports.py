@@ -18,8 +18,8 @@ from curation.services.imports import (
     import_batch_counts,
     import_batch_create,
     import_batch_dispatch,
-    import_batch_fail_if_stale,
 )
+from curation.validators import validate_text_encoding
 from medportal.errors import InvalidInput
 from medportal.roles import CURATOR, HasRole
 
@@ -31,6 +31,7 @@ class PairStatusField(serializers.ChoiceField):
 
 class ImportBatchSerializer(serializers.ModelSerializer):
     status = serializers.ChoiceField(choices=ImportBatch.Status.choices, read_only=True)
+    status_label = serializers.CharField(source="get_status_display", read_only=True)
     created_by = serializers.CharField(source="created_by.get_username", read_only=True)
     counts = serializers.SerializerMethodField()
     progress_percent = serializers.IntegerField(read_only=True)
@@ -44,6 +45,8 @@ class ImportBatchSerializer(serializers.ModelSerializer):
             "encoding",
             "options",
             "status",
+            "status_label",
+            "progress",
             "created_by",
             "created_at",
             "finished_at",
@@ -95,7 +98,14 @@ class MappingField(serializers.Field):
 class ImportCreateSerializer(serializers.Serializer):
     file = serializers.FileField()
     format = serializers.ChoiceField(choices=["", "auto", *FORMATS], required=False, allow_blank=True, default="")
-    encoding = serializers.CharField(required=False, allow_blank=True, default="", max_length=32)
+    encoding = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=32,
+        validators=[validate_text_encoding],
+        help_text="A character encoding (utf-8, gb18030, big5, utf-16...); blank or auto: detect.",
+    )
     mapping = MappingField(required=False, default=dict, help_text="JSON object: QA field → column name (CSV/TSV/XLSX).")
     department = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
     status = PairStatusField(choices=["draft", "approved"], required=False, default="draft")
@@ -124,7 +134,7 @@ class ImportListCreateView(GenericAPIView):
         responses={201: ImportBatchDetailSerializer, 202: ImportBatchDetailSerializer},
         description=(
             "Small files are imported at once (201, with the report); larger files are queued for "
-            "the worker (202): poll GET /api/v1/imports/{id}/ until status is done or failed. "
+            "the worker (202): poll GET /api/v1/imports/{id}/ until status is succeeded or failed. "
             "A file-level error answers 400 with the batch id in error.details.batch_id."
         ),
     )
@@ -148,7 +158,7 @@ class ImportListCreateView(GenericAPIView):
         batch = import_batch_dispatch(batch=batch)
         if batch.status == ImportBatch.Status.FAILED:
             raise InvalidInput(batch.error, details={"batch_id": batch.pk})
-        code = status.HTTP_201_CREATED if batch.status == ImportBatch.Status.DONE else status.HTTP_202_ACCEPTED
+        code = status.HTTP_201_CREATED if batch.status == ImportBatch.Status.SUCCEEDED else status.HTTP_202_ACCEPTED
         return Response(ImportBatchDetailSerializer(batch).data, status=code)
 
 
@@ -160,7 +170,7 @@ class ImportDetailView(GenericAPIView):
     serializer_class = ImportBatchDetailSerializer
 
     def get(self, request, pk: int):
-        batch = import_batch_fail_if_stale(batch=access_import_batch(user=request.user, pk=pk))
+        batch = access_import_batch(user=request.user, pk=pk)
         return Response(ImportBatchDetailSerializer(batch).data)
 
 

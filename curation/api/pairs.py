@@ -30,6 +30,7 @@ from curation.api.serializers import (
     ReopenSerializer,
     ReviewDecisionSerializer,
     ReviewResultSerializer,
+    SubmitResultSerializer,
     VersionSerializer,
 )
 from curation.models import QAPair
@@ -57,7 +58,7 @@ LIST_PARAMETERS = [
     OpenApiParameter("author", OpenApiTypes.INT, description="Author user id."),
     OpenApiParameter("reviewer", OpenApiTypes.INT, description="Pairs this user (id) has reviewed."),
     OpenApiParameter(
-        "sort", OpenApiTypes.STR, enum=["id", "-id", "updated", "-updated", "submitted", "-submitted", "status", "-status"]
+        "sort", OpenApiTypes.STR, enum=["id", "-id", "updated", "-updated", "submitted", "-submitted", "status", "-status", "relevance"]
     ),
 ]
 
@@ -129,15 +130,18 @@ class PairSubmit(APIView):
 
     @extend_schema(
         request=VersionSerializer,
-        responses={200: QAPairSerializer, 403: ERROR, 404: ERROR, 409: ERROR},
-        summary="Submit a draft / changes_requested pair for review",
+        responses={200: SubmitResultSerializer, 403: ERROR, 404: ERROR, 409: ERROR},
+        summary="Submit a draft / changes_requested pair for review (warns when it holds identifiers)",
     )
     def post(self, request, pk: int):
         pair = _fresh(request, pk)
         s = VersionSerializer(data=request.data)
         s.is_valid(raise_exception=True)
         review.qa_pair_submit(pair=pair, actor=request.user, version=s.validated_data["version"])
-        return _pair_response(_fresh(request, pk))
+        fresh = _fresh(request, pk)
+        warning = review.identifier_warning(fresh)
+        fresh.warnings = [warning] if warning else []
+        return Response(SubmitResultSerializer(fresh).data)
 
 
 class PairReview(APIView):

@@ -96,12 +96,15 @@ class GenerateSerializer(serializers.Serializer):
 
 class GenerationJobSerializer(serializers.ModelSerializer):
     status = serializers.ChoiceField(choices=GenerationJob.Status.choices, read_only=True)
+    status_label = serializers.CharField(source="get_status_display", read_only=True)
 
     class Meta:
         model = GenerationJob
         fields = [
             "id",
             "status",
+            "status_label",
+            "progress",
             "params",
             "total",
             "done",
@@ -142,13 +145,12 @@ class CaseGenerate(APIView):
     permission_classes = [HasRole]
     required_roles = (CURATOR,)
 
-    @extend_schema(request=GenerateSerializer, responses={201: GenerationJobSerializer, 202: GenerationJobSerializer})
+    @extend_schema(request=GenerateSerializer, responses={202: GenerationJobSerializer})
     def post(self, request):
         data = GenerateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         job = rare_cases_start(user=request.user, **data.validated_data)
-        code = status.HTTP_202_ACCEPTED if job.status in (GenerationJob.Status.QUEUED, GenerationJob.Status.RUNNING) else status.HTTP_201_CREATED
-        return Response(GenerationJobSerializer(job).data, status=code)
+        return Response(GenerationJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
 class JobDetail(APIView):

@@ -152,6 +152,12 @@ class ReviewDecisionSerializer(VersionSerializer):
     comment = serializers.CharField(
         required=False, allow_blank=True, default="", help_text="Required to reject or request changes."
     )
+    confirm_identifiers = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Required (true) to approve a pair flagged with unmasked personal identifiers: you have seen "
+        "them (the pair still cannot be frozen until they are masked).",
+    )
 
 
 class ReopenSerializer(VersionSerializer):
@@ -160,6 +166,20 @@ class ReopenSerializer(VersionSerializer):
 
 class CommentCreateSerializer(serializers.Serializer):
     body = serializers.CharField()
+
+
+class SubmitResultSerializer(QAPairSerializer):
+    """The submitted pair, plus ``warnings`` (e.g. it holds unmasked personal identifiers)."""
+
+    warnings = serializers.SerializerMethodField()
+
+    class Meta(QAPairSerializer.Meta):
+        fields = [*QAPairSerializer.Meta.fields, "warnings"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_warnings(self, obj: QAPair) -> list[str]:
+        return list(getattr(obj, "warnings", ()))
 
 
 class ReviewResultSerializer(serializers.Serializer):

@@ -68,6 +68,12 @@ class FreezeSerializer(serializers.Serializer):
     sources = serializers.ListField(child=serializers.CharField(), required=False, default=list)
     split = serializers.ListField(child=serializers.FloatField(), required=False, default=lambda: list(DEFAULT_SPLIT))
     seed = serializers.IntegerField(required=False, default=42)
+    mask_identifiers = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Mask the personal identifiers of the selected pairs first (audited per pair). Without it a "
+        "selection holding identifiers is refused (400, details.identifier_pairs lists them).",
+    )
 
 
 class _IgnoreFormatParam(DefaultContentNegotiation):
@@ -109,6 +115,7 @@ class DatasetVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, vi
             filters={"synthetic": v["synthetic"], "sources": v["sources"]},
             split=v["split"],
             seed=v["seed"],
+            mask_identifiers=v["mask_identifiers"],
         )
         return Response(DatasetVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 

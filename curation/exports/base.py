@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from curation.lib.identifiers import mask_content
 from curation.models import DatasetVersion
 from curation.selectors_versions import SPLITS, version_items
 from curation.services.core import CONTENT_FIELDS, LABEL_FIELDS
@@ -66,8 +67,14 @@ def full_record(qa_pair_id: int, content: dict) -> dict:
 
 
 def items(version: DatasetVersion, split: str) -> Iterator[tuple[int, dict]]:
-    """(qa_pair_id, frozen content) of one split in position order, streamed."""
-    return version_items(version, split)
+    """(qa_pair_id, frozen content) of one split in position order, streamed: what every
+    export and the fine-tune worker's training files read.
+
+    Identifiers never reach an export: a freeze is refused while a pair holds any, but a
+    version frozen before that rule may still hold some, so each item's text passes through
+    the identifier masker (a no-op, returning the item as frozen, when there is none)."""
+    for pk, content in version_items(version, split):
+        yield pk, mask_content(content)
 
 
 def dumps(obj) -> str:

@@ -12,11 +12,14 @@ from .base import (
     RowIssue,
     Source,
 )
-from .encoding import detect_encoding
+from .archive import ArchiveTooLarge, check_inflated_size
+from .encoding import EncodingNameError, codec_name, detect_encoding
 from .source import SUPPORTED_SUFFIXES, detect_format, open_source, read_columns
 from .tabular import guess_mapping
 
 __all__ = [
+    "ArchiveTooLarge",
+    "EncodingNameError",
     "FORMATS",
     "QA_FIELDS",
     "SUPPORTED_SUFFIXES",
@@ -24,6 +27,8 @@ __all__ = [
     "ParsedRecord",
     "RowIssue",
     "Source",
+    "check_inflated_size",
+    "codec_name",
     "detect_encoding",
     "detect_format",
     "guess_mapping",

@@ -49,6 +49,42 @@ class ImportFileError(Exception):
     """
 
 
+def read_file_bytes(path: Path) -> bytes:
+    """The bytes of the file at ``path``; ImportFileError when it cannot be read or holds only white space."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImportFileError(f"Cannot read the file '{path.name}' ({exc.strerror or exc}).") from None
+    if not data.strip():
+        raise ImportFileError("The file is empty.")
+    return data
+
+
+def parse_xml(data: bytes):
+    """The root element of an XML file, parsed with defusedxml (no entity expansion, no external
+    DTDs); every problem is one ImportFileError sentence. For every XML format (MedQuAD, PubMed
+    XML, E-utilities answers)."""
+    from xml.etree.ElementTree import ParseError
+
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import fromstring
+
+    try:
+        return fromstring(data)
+    except ParseError as exc:
+        line, column = getattr(exc, "position", (0, 0))
+        reason = str(exc).split(":", 1)[0]
+        raise ImportFileError(f"Malformed XML at line {line}, column {column + 1}: {reason}.") from None
+    except DefusedXmlException:
+        raise ImportFileError(
+            "The XML file declares a DTD, entities or external references, which are refused for security."
+        ) from None
+    except (LookupError, UnicodeError, ValueError) as exc:
+        # The declaration names an encoding the parser cannot use (encoding="zlib_codec",
+        # "base64"...): expat asks Python's codecs, which refuse non-text codecs.
+        raise ImportFileError(f"Cannot read the XML file in the encoding it declares ({exc}).") from None
+
+
 @dataclass(slots=True)
 class ParsedRecord:
     row: int

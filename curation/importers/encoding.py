@@ -7,6 +7,7 @@ GB2312, which is what Chinese Windows tools write), then charset-normalizer as a
 from __future__ import annotations
 
 import codecs
+import functools
 
 from .base import ImportFileError
 
@@ -32,12 +33,56 @@ _DISPLAY = {
 }
 
 
-def codec_name(encoding: str) -> str:
-    """Canonical Python codec name, or ImportFileError for an unknown encoding."""
+class EncodingNameError(ImportFileError):
+    """An encoding name that cannot decode a file: unknown, or a codec that is not a character
+    encoding (``base64``, ``zlib_codec``, ``rot13``, ``punycode``...). ``kind`` is "unknown" or
+    "not_text"; ``encoding`` the name as given."""
+
+    def __init__(self, message: str, *, encoding: str, kind: str):
+        super().__init__(message)
+        self.encoding = encoding
+        self.kind = kind
+
+
+# Decoded piece by piece with the codec's incremental decoder, this must come back unchanged:
+# a character encoding maps bytes to characters in order, whatever the line length. Codecs
+# registered as text but that are not (punycode reorders, idna refuses long labels, undefined
+# refuses everything) fail here.
+_SANITY_SAMPLE = 'question,answer\n"a"\t1;2\r\n' + "x" * 2000 + "\n"
+
+
+@functools.lru_cache(maxsize=256)
+def _is_character_encoding(name: str) -> bool:
+    info = codecs.lookup(name)
+    if not getattr(info, "_is_text_encoding", True):
+        return False
     try:
-        return codecs.lookup(encoding).name
-    except (LookupError, TypeError):
-        raise ImportFileError(f"Unknown encoding '{encoding}'.") from None
+        data = _SANITY_SAMPLE.encode(name)
+        decoder = codecs.getincrementaldecoder(name)("strict")
+        text = "".join(decoder.decode(data[i : i + 7]) for i in range(0, len(data), 7)) + decoder.decode(b"", final=True)
+    except (UnicodeError, LookupError, TypeError, ValueError):
+        return False
+    return text == _SANITY_SAMPLE
+
+
+def codec_name(encoding: str) -> str:
+    """Canonical Python codec name of a character encoding.
+
+    Raises EncodingNameError for an unknown name and for a codec that is not a character
+    encoding (bytes-to-bytes codecs such as ``base64`` or ``zlib_codec``, and ``punycode``,
+    ``idna``, ``undefined``), so that nothing past this point decodes with one of them.
+    """
+    try:
+        name = codecs.lookup(encoding).name
+    except (LookupError, TypeError, ValueError):
+        raise EncodingNameError(f"Unknown encoding '{encoding}'.", encoding=str(encoding), kind="unknown") from None
+    if not _is_character_encoding(name):
+        raise EncodingNameError(
+            f"'{encoding}' is not a text encoding; pick a character encoding such as UTF-8 or GB18030.",
+            encoding=str(encoding),
+            kind="not_text",
+        )
+    return name
 
 
 def display_name(encoding: str) -> str:
@@ -123,6 +168,9 @@ def decode(data: bytes, encoding: str, *, explicit: bool) -> str:
             where = f"the file ends inside a character at offset {exc.start}"
         advice = "pick another encoding" if explicit else "pick the encoding explicitly"
         raise ImportFileError(f"Cannot decode the file as {display_name(name)} ({where}); {advice}.") from None
+    except UnicodeError as exc:  # a codec's own complaint that names no offset
+        advice = "pick another encoding" if explicit else "pick the encoding explicitly"
+        raise ImportFileError(f"Cannot decode the file as {display_name(name)} ({exc}); {advice}.") from None
     if text.startswith("\ufeff"):
         text = text[1:]
     return text

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .base import ImportFileError, Item, ParsedRecord, RowIssue, Source
-from .textutil import BadRecord, as_list, as_text, empty_issue_text, kind_of_json
+from .textutil import BadRecord, as_list, as_text, empty_issue_text, kind_of_json, record_nul
 
 _EXPECTED = (
     "instruction/output (alpaca), conversations (ShareGPT), messages (OpenAI), "
@@ -58,12 +58,29 @@ _KEY = re.compile(r'"((?:[^"\\\n]|\\.){1,60})"\s*:')
 _LABEL_MAP = re.compile(r'^\{\s*"[^"\n]{1,40}"\s*:\s*("|-?\d|true|false|null)')
 
 
+# Python refuses to turn more than 4300 digits into an int (ValueError, CVE-2020-10735): a
+# number that long is kept as its digits, so a hostile file is data, not a crash.
+_MAX_INT_DIGITS = 4000
+
+
+def _parse_int(text: str):
+    return int(text) if len(text) <= _MAX_INT_DIGITS else text
+
+
+def _decoder() -> json.JSONDecoder:
+    return json.JSONDecoder(parse_int=_parse_int)
+
+
+def _loads(text: str):
+    return json.loads(text, parse_int=_parse_int)
+
+
 def sniff_json_format(head: str) -> str:
     """Guess the format from the start of a JSON/JSONL text (which may be cut anywhere)."""
     s = head.lstrip()
-    decoder = json.JSONDecoder()
+    decoder = _decoder()
     try:
-        whole = json.loads(s)
+        whole = _loads(s)
     except (ValueError, RecursionError):
         pass
     else:  # the head is the whole document
@@ -94,7 +111,7 @@ def sniff_json_format(head: str) -> str:
     if s.startswith("{"):
         first_line = s.split("\n", 1)[0].strip()
         try:
-            obj = json.loads(first_line)
+            obj = _loads(first_line)
         except ValueError:
             obj = None
         if isinstance(obj, dict):
@@ -210,7 +227,13 @@ def _escaped_quote(token: str) -> bool:
 
 
 def _extra(obj: dict, used: set[str]) -> dict:
-    return {k: v for k, v in obj.items() if k not in used}
+    """The record's other keys, kept as they are (every named field goes through ``as_text``,
+    which refuses NUL; here a NUL anywhere in a value or key refuses the row the same way)."""
+    extra = {k: v for k, v in obj.items() if k not in used}
+    nul = record_nul({"extra": extra})
+    if nul:
+        raise BadRecord(nul)
+    return extra
 
 
 def _history(value: object) -> list[list[str]]:
@@ -451,7 +474,7 @@ def open_json(path: Path, text: str, *, fmt: str | None, encoding: str, file: st
     doc: object = None
     lines: list[str] | None = None
     try:
-        doc = json.loads(text)
+        doc = _loads(text)
     except json.JSONDecodeError as exc:
         if stripped[0] == "{" and (exc.msg == "Extra data" or _looks_like_jsonl(text)):
             lines = _split_lines(text)
@@ -518,7 +541,7 @@ def _open_lines(path: Path, lines: list[str], *, fmt: str | None, encoding: str,
         fmt = _format_of_lines(lines)
     _check_json_fmt(fmt)
     total = sum(1 for line in lines if line.strip())
-    decoder = json.JSONDecoder()
+    decoder = _decoder()
 
     def produce() -> Iterator[Item]:
         for number, line in enumerate(lines, 1):
@@ -529,6 +552,9 @@ def _open_lines(path: Path, lines: list[str], *, fmt: str | None, encoding: str,
                 obj = decoder.decode(line)
             except json.JSONDecodeError as exc:
                 yield RowIssue(number, f"Line {number}: not valid JSON ({exc.msg} at column {exc.colno}).", "error", file)
+                continue
+            except RecursionError:
+                yield RowIssue(number, f"Line {number}: the JSON is nested too deeply to read.", "error", file)
                 continue
             yield convert(obj, number, fmt, f"Line {number}", file)
 
@@ -545,7 +571,7 @@ def _format_of_lines(lines: list[str]) -> str:
         if seen > 50:
             break
         try:
-            obj = json.loads(line)
+            obj = _loads(line)
         except ValueError:
             continue
         if isinstance(obj, dict):
@@ -570,7 +596,7 @@ def _open_pubmedqa(path: Path, doc: dict, *, encoding: str, file: str) -> Source
 
     def produce() -> Iterator[Item]:
         for index, (pmid, item) in enumerate(doc.items(), 1):
-            label = f"Record {index} (PMID {pmid})"
+            label = f"Record {index} (PMID {pmid})".replace("\x00", "")
             if not isinstance(item, dict):
                 yield RowIssue(index, f"{label}: expected a JSON object, got {kind_of_json(item)}.", "error", file)
                 continue
@@ -598,7 +624,10 @@ def _pubmedqa_item(pmid: str, item: dict, row: int) -> ParsedRecord:
     if not isinstance(contexts, list):
         raise BadRecord("'CONTEXTS' is not a list")
     decision = as_text(item.get("final_decision"), "final_decision")
-    extra = {k: v for k, v in item.items() if k not in {"QUESTION", "CONTEXTS", "LONG_ANSWER"}}
+    extra = _extra(item, {"QUESTION", "CONTEXTS", "LONG_ANSWER"})
+    nul = record_nul({"PMID": pmid})
+    if nul:
+        raise BadRecord(nul)
     return ParsedRecord(
         row=row,
         instruction=as_text(item.get("QUESTION"), "QUESTION"),

@@ -10,30 +10,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element
 
-from .base import ImportFileError, Item, ParsedRecord, RowIssue, Source
+from .base import ImportFileError, Item, ParsedRecord, RowIssue, Source, parse_xml
 from .textutil import empty_issue_text
 
 # MedlinePlus collections whose answers upstream removed for copyright reasons.
 _ANSWERS_REMOVED = {"adam", "mplusdrugs", "mplusherbssupplements"}
 _DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>", re.S)
-
-
-def parse_xml(data: bytes) -> Element:
-    from defusedxml import DefusedXmlException
-    from defusedxml.ElementTree import fromstring
-
-    try:
-        return fromstring(data)
-    except ParseError as exc:
-        line, column = getattr(exc, "position", (0, 0))
-        reason = str(exc).split(":", 1)[0]
-        raise ImportFileError(f"Invalid XML at line {line}, column {column + 1}: {reason}.") from None
-    except DefusedXmlException:
-        raise ImportFileError(
-            "The XML file declares a DTD, entities or external references, which are refused for security."
-        ) from None
 
 
 def _tag(element: Element) -> str:

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import jsonfmt, medquad, tabular
-from .base import FORMATS, JSON_FORMATS, ImportFileError, Item, Source
+from .base import FORMATS, JSON_FORMATS, ImportFileError, Item, Source, read_file_bytes
+from .archive import DEFAULT_MAX_INFLATED_BYTES, check_inflated_size
 from .encoding import codec_name, decode, detect_encoding
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".csv", ".json", ".jsonl", ".tsv", ".xlsx", ".xlsm", ".xml")
@@ -103,35 +104,36 @@ def open_source(
     format: str | None = None,
     encoding: str | None = None,
     mapping: dict[str, str] | None = None,
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
 ) -> Source:
     """Open and validate an import file or a folder of them.
 
     Raises ImportFileError for any file-level problem (unknown or undetectable format,
-    undecodable bytes, an empty file, an invalid or truncated JSON document, a mapping that
-    names a missing column, a table without a question or answer column...).
+    an encoding that is not a character encoding, undecodable bytes, an empty file, an invalid
+    or truncated JSON document, a mapping that names a missing column, a table without a
+    question or answer column, an XLSX archive that unpacks to more than
+    ``max_inflated_bytes``: ``archive.ArchiveTooLarge``, raised before any parsing...).
     """
     path = Path(path)
     _check_format(format)
     if encoding is not None:
-        codec_name(encoding)  # an unknown encoding name is a file error before any reading
+        codec_name(encoding)  # an unknown or non-text encoding is a file error before any reading
     if path.is_dir():
-        return _open_directory(path, fmt=format, encoding=encoding, mapping=mapping)
+        return _open_directory(path, fmt=format, encoding=encoding, mapping=mapping, max_inflated_bytes=max_inflated_bytes)
     if not path.is_file():
         raise ImportFileError(f"The file '{path.name}' does not exist.")
-    return _open_file(path, fmt=format, encoding=encoding, mapping=mapping, file="")
+    return _open_file(path, fmt=format, encoding=encoding, mapping=mapping, file="", max_inflated_bytes=max_inflated_bytes)
 
 
-def _open_file(path: Path, *, fmt: str | None, encoding: str | None, mapping, file: str) -> Source:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImportFileError(f"Cannot read the file '{path.name}' ({exc.strerror or exc}).") from None
-    if not data.strip():
-        raise ImportFileError("The file is empty.")
+def _open_file(
+    path: Path, *, fmt: str | None, encoding: str | None, mapping, file: str, max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES
+) -> Source:
+    data = read_file_bytes(path)
 
     if data.startswith(_ZIP):
         if fmt not in (None, "xlsx"):
             raise ImportFileError(f"The file is a ZIP archive (an XLSX workbook?), not {fmt}.")
+        check_inflated_size(path, max_inflated_bytes)
         return tabular.open_table(path, fmt="xlsx", text=None, encoding=None, mapping=mapping, file=file)
     if fmt == "xlsx":
         raise ImportFileError("Not an XLSX workbook: the file is not a ZIP archive.")
@@ -159,7 +161,7 @@ def _open_file(path: Path, *, fmt: str | None, encoding: str | None, mapping, fi
     return tabular.open_table(path, fmt=fmt, text=text, encoding=encoding, mapping=mapping, file=file)
 
 
-def _open_directory(root: Path, *, fmt: str | None, encoding: str | None, mapping) -> Source:
+def _open_directory(root: Path, *, fmt: str | None, encoding: str | None, mapping, max_inflated_bytes: int) -> Source:
     files = sorted(
         (
             p
@@ -178,7 +180,9 @@ def _open_directory(root: Path, *, fmt: str | None, encoding: str | None, mappin
     for child_path in files:
         rel = child_path.relative_to(root).as_posix()
         try:
-            children.append(_open_file(child_path, fmt=fmt, encoding=encoding, mapping=mapping, file=rel))
+            children.append(
+                _open_file(child_path, fmt=fmt, encoding=encoding, mapping=mapping, file=rel, max_inflated_bytes=max_inflated_bytes)
+            )
         except ImportFileError as exc:
             raise ImportFileError(f"{rel}: {exc}") from None
 
@@ -203,10 +207,18 @@ def _open_directory(root: Path, *, fmt: str | None, encoding: str | None, mappin
     )
 
 
-def read_columns(path: str | Path, *, format: str | None = None, encoding: str | None = None) -> list[str]:
+def read_columns(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    encoding: str | None = None,
+    max_inflated_bytes: int = DEFAULT_MAX_INFLATED_BYTES,
+) -> list[str]:
     """The header of a CSV/TSV/XLSX file for a mapping UI; [] for other formats."""
     path = Path(path)
     _check_format(format)
+    if encoding is not None:
+        encoding = codec_name(encoding)
     with open(path, "rb") as handle:
         head = handle.read(_HEAD_BYTES * 16)
     if not head.strip():
@@ -214,6 +226,7 @@ def read_columns(path: str | Path, *, format: str | None = None, encoding: str |
     if head.startswith(_ZIP):
         if format not in (None, "xlsx"):
             return []
+        check_inflated_size(path, max_inflated_bytes)
         columns, _, handle_, _sheets = tabular._xlsx_rows(path)
         handle_[0].close()
         return columns

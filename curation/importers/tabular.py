@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .base import QA_FIELDS, ImportFileError, Item, ParsedRecord, RowIssue, Source
-from .textutil import empty_issue_text, split_list
+from .textutil import empty_issue_text, record_nul, split_list
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -256,24 +256,47 @@ def _qa_sheets(workbook) -> list:
     return workbook.worksheets[:1]
 
 
+def _unreadable(exc: Exception) -> ImportFileError:
+    """openpyxl parses cells while it iterates rows, and raises what its parsers raise: a
+    number cell of 5000 digits (ValueError), broken sheet XML (ParseError), a damaged entry
+    (BadZipFile)... All are problems with the file."""
+    text = str(exc)
+    if len(text) > 200:
+        text = text[:200] + "…"
+    return ImportFileError(f"Cannot read the XLSX workbook ({type(exc).__name__}: {text}).")
+
+
 def _xlsx_rows(path: Path) -> tuple[list[str], int | None, object, list[str]]:
     workbook = _load_workbook(path)
-    sheets = _qa_sheets(workbook) if workbook.worksheets else []
+    try:
+        sheets = _qa_sheets(workbook) if workbook.worksheets else []
+        first = next(sheets[0].iter_rows(max_row=1, values_only=True), None) if sheets else None
+    except Exception as exc:
+        workbook.close()
+        raise _unreadable(exc) from None
     if not sheets:
         workbook.close()
         raise ImportFileError("The workbook has no sheets.")
-    first = next(sheets[0].iter_rows(max_row=1, values_only=True), None)
     if not first or not any(cell_text(c).strip() for c in first):
         workbook.close()
         raise ImportFileError("The first row of the first sheet is empty: a header row with column names is required.")
 
     def chained():
-        for sheet in sheets:
-            it = sheet.iter_rows(values_only=True)
-            next(it, None)  # header
-            yield from it
+        try:
+            for sheet in sheets:
+                it = sheet.iter_rows(values_only=True)
+                next(it, None)  # header
+                yield from it
+        except ImportFileError:
+            raise
+        except Exception as exc:
+            raise _unreadable(exc) from None
 
-    total = sum(max((s.max_row or 1) - 1, 0) for s in sheets) if all(s.max_row for s in sheets) else None
+    try:
+        total = sum(max((s.max_row or 1) - 1, 0) for s in sheets) if all(s.max_row for s in sheets) else None
+    except Exception as exc:
+        workbook.close()
+        raise _unreadable(exc) from None
     return clean_header(first), total, (workbook, chained()), [s.title for s in sheets]
 
 
@@ -342,6 +365,10 @@ def _tabular_producer(columns, mapping, rows, file):
             if len(cells) < width:
                 cells = cells + [""] * (width - len(cells))
             values = {field: _clean(cells[i]) for field, i in fields}
+            nul = record_nul({**values, "extra": {column: cells[i] for column, i in rest}})
+            if nul:
+                yield RowIssue(number, f"{label}: {nul}.", "error", file)
+                continue
             try:
                 history = _history_cell(values.get("history", ""))
             except ValueError as exc:
@@ -376,7 +403,7 @@ def _history_cell(text: str) -> list[list[str]]:
     if not text.strip():
         return []
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=lambda digits: int(digits) if len(digits) <= 4000 else digits)
     except json.JSONDecodeError as exc:
         raise ValueError(f"the history column is not JSON ({exc.msg} at character {exc.pos}).") from None
     if not isinstance(value, list) or not all(

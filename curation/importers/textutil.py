@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 # Separators for list-valued cells: ASCII and full-width commas/semicolons, the Chinese
 # enumeration comma and vertical bars.
@@ -37,7 +38,39 @@ def as_text(value: object, name: str) -> str:
         raise BadRecord(
             f"the '{name}' field contains an unpaired surrogate escape \\u{ord(lone.group()):04x} at character {lone.start() + 1}"
         )
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise BadRecord(nul_text(name, nul))
     return text.strip()
+
+
+def nul_text(name: str, index: int) -> str:
+    return f"the '{name}' field contains a NUL character (\\u0000) at character {index + 1}, which cannot be stored"
+
+
+def _texts(value: object) -> Iterator[str]:
+    """Every text in ``value``: itself, or the keys and texts inside its lists and dicts."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _texts(key)
+            yield from _texts(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _texts(item)
+
+
+def record_nul(fields: dict) -> str | None:
+    """The problem text for the first field (or column of ``extra``) holding a NUL, else None.
+    PostgreSQL cannot store NUL in text or jsonb, so such a row is refused, not the import."""
+    for name, value in fields.items():
+        named = value.items() if name == "extra" and isinstance(value, dict) else ((name, value),)
+        for label, item in named:
+            index = next((text.find("\x00") for text in _texts((label, item)) if "\x00" in text), None)
+            if index is not None:
+                return nul_text(str(label).replace("\x00", ""), index)
+    return None
 
 
 def as_list(value: object, name: str) -> list[str]:

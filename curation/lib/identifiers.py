@@ -174,3 +174,36 @@ def mask_identifiers(text: str, findings: list[Finding] | None = None) -> str:
         position = finding.end
     parts.append(text[position:])
     return "".join(parts)
+
+
+# The text fields of a pair's content (revisions, frozen dataset items) that may hold identifiers.
+CONTENT_TEXT_FIELDS: tuple[str, ...] = ("instruction", "input", "output", "system", "reasoning")
+
+
+def mask_history(history) -> list:
+    """``[[question, answer], ...]`` with every turn masked."""
+    out = []
+    for turn in history or ():
+        if isinstance(turn, (list, tuple)):
+            out.append([mask_identifiers(t) if isinstance(t, str) else t for t in turn])
+        else:
+            out.append(mask_identifiers(turn) if isinstance(turn, str) else turn)
+    return out
+
+
+def mask_content(content: dict) -> dict:
+    """A copy of a content dict (revision snapshot, frozen item) with its text fields and
+    history masked; ``content`` itself when it holds no identifier (no copy, one scan)."""
+    masked = dict(content)
+    changed = False
+    for name in CONTENT_TEXT_FIELDS:
+        value = masked.get(name)
+        if isinstance(value, str) and value:
+            new = mask_identifiers(value)
+            if new != value:
+                masked[name], changed = new, True
+    if masked.get("history"):
+        history = mask_history(masked["history"])
+        if history != masked["history"]:
+            masked["history"], changed = history, True
+    return masked if changed else content

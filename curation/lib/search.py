@@ -111,3 +111,44 @@ def is_cjk_bigram(token: str) -> bool:
 def query_tokens(query: str) -> list[str]:
     """Distinct tokens of a user query, at most 32 (longer queries are cut)."""
     return analyze(query)[:32]
+
+
+def match_spans(text: str, tokens: Sequence[str]) -> list[tuple[int, int]]:
+    """Where the query ``tokens`` occur in ``text``: sorted, merged ``(start, end)`` spans.
+
+    A CJK token matches wherever its characters occur; a word of another script matches at
+    the start of a word, ignoring case ("hyperten" marks the start of "Hypertension"), as the
+    search itself matches it.
+    """
+    if not text or not tokens:
+        return []
+    parts = []
+    for t in sorted({t for t in tokens if t}, key=len, reverse=True):
+        if re.match(rf"[{_CJK}]", t):
+            parts.append(re.escape(t))
+        else:
+            parts.append(rf"(?<![^\W_]){re.escape(t)}")
+    if not parts:
+        return []
+    spans: list[tuple[int, int]] = []
+    # Overlapping bigrams ("高血", "血压") must both mark: scan every start, not just after a match.
+    pattern = re.compile("(?=(" + "|".join(parts) + "))", re.IGNORECASE)
+    for m in pattern.finditer(text):
+        start, end = m.start(1), m.end(1)
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((start, end))
+    return spans
+
+
+def snippet_spans(text: str, tokens: Sequence[str], width: int) -> tuple[int, int, list[tuple[int, int]]]:
+    """A window of at most ``width`` characters of ``text`` that shows the first match:
+    ``(start, end, spans inside it)``."""
+    spans = match_spans(text, tokens)
+    start = 0
+    if spans and spans[0][1] > width:
+        start = max(0, min(spans[0][0] - width // 3, len(text) - width))
+    end = min(len(text), start + width)
+    inside = [(max(a, start), min(b, end)) for a, b in spans if a < end and b > start]
+    return start, end, inside

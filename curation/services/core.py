@@ -92,6 +92,22 @@ def _identifier_findings(texts: Mapping[str, str], history) -> list[dict]:
     return found
 
 
+def synthetic_pair(*, author, question: str, answer: str, now, **fields) -> QAPair:
+    """An unsaved machine-generated pair (rare-disease cases, literature drafts): flagged synthetic,
+    it starts in review (round 1), so only a clinician's approval lets it into a dataset version.
+    ``fields`` are the rest (source, source_ref, synthetic_meta...); call ``pair_apply_derived`` last."""
+    return QAPair(
+        author=author,
+        instruction=question,
+        output=answer,
+        status=QAPair.Status.IN_REVIEW,
+        review_round=1,
+        submitted_at=now,
+        synthetic=True,
+        **fields,
+    )
+
+
 def pair_apply_derived(pair: QAPair) -> Derived:
     d = derive(**{f: getattr(pair, f) for f in CONTENT_FIELDS})
     pair.content_hash = d.content_hash
@@ -154,10 +170,11 @@ def tags_get_or_create(names: Iterable[str]) -> list[Tag]:
     return [existing[n] for n in wanted]
 
 
-def near_duplicate_index(exclude_pk: int | None = None) -> fingerprint.NearDuplicateIndex:
-    """An in-memory index of every stored fingerprint (one query; ints only)."""
+def near_duplicate_index(exclude_pk: int | None = None, *, model=QAPair) -> fingerprint.NearDuplicateIndex:
+    """An in-memory index of every stored fingerprint of ``model`` (QA pairs, or any model with a
+    ``simhash`` column such as preference pairs; one query, ints only)."""
     index = fingerprint.NearDuplicateIndex(NEAR_DUP_MAX_BITS)
-    rows = QAPair.objects.exclude(simhash=None)
+    rows = model._default_manager.exclude(simhash=None)
     if exclude_pk is not None:
         rows = rows.exclude(pk=exclude_pk)
     for pk, fp in rows.values_list("pk", "simhash").iterator(chunk_size=5000):

@@ -18,8 +18,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from curation.lib.identifiers import mask_identifiers
-from curation.models import QAPair, QAPairRevision
+from curation.lib.identifiers import find_identifiers, mask_content, mask_history, mask_identifiers
+from curation.models import Comment, QAPair, QAPairRevision, Review
 from curation.services import core
 from curation.services.review import (
     EDITABLE,
@@ -29,7 +29,7 @@ from curation.services.review import (
     mask_refusal,
     pair_conditional_update,
 )
-from medportal.audit import audit_record, audit_record_many
+from medportal.audit import audit_record, audit_record_many, audit_scrub
 from medportal.errors import InvalidInput, InvalidTransition, NotAllowed
 from medportal.roles import CLINICIAN, CURATOR, has_role
 
@@ -248,6 +248,73 @@ def qa_pair_create_from_correction(
         return qa_pair_submit(pair=pair, actor=author, version=pair.version)
 
 
+# The structured inquiry of /api/v1/diagnose/ (the labels of the medical_inquiry template).
+INQUIRY_FIELDS = (("patient_info", "患者信息"), ("symptoms", "症状描述"), ("test_results", "检查结果"))
+INQUIRY_ASK = "请给出诊断建议。"
+DIAGNOSE_SOURCE = "diagnose"
+
+
+def inquiry_question(fields: Mapping[str, str]) -> str:
+    """The inquiry as one readable question: each field on its own line ("无" when empty), then
+    the request for a diagnosis. Any contender, whatever its template, is asked this text."""
+    lines = [f"{label}：{(fields.get(key) or '').strip() or '无'}" for key, label in INQUIRY_FIELDS]
+    return "\n".join([*lines, INQUIRY_ASK])
+
+
+def reference_disease(reference: str):
+    """The knowledge graph's disease for a code (``orpha:558`` → ORPHA:558), or InvalidInput."""
+    from curation.models_rare import Disease
+
+    codes = disease_codes_clean([reference]) if (reference or "").strip() else []
+    disease = Disease.objects.filter(code=codes[0]).first() if len(codes) == 1 else None
+    if disease is None:
+        message = _("%(code)s is not a disease of the knowledge graph (ORPHA:…, OMIM:…, CCRD:…; see Rare diseases).") % {
+            "code": (reference or "").strip() or "''"
+        }
+        raise InvalidInput(message, details={"reference": message})
+    return disease
+
+
+def qa_pair_create_from_inquiry(
+    *,
+    author,
+    symptoms: str,
+    reference: str,
+    patient_info: str = "",
+    test_results: str = "",
+    reference_answer: str = "",
+    department: str = "",
+) -> QAPair:
+    """A structured inquiry with a known diagnosis → a pair submitted for review at once.
+
+    The question is the inquiry (``inquiry_question``), the answer the clinician's reference
+    answer or else the disease's name and code, the disease code the reference: once approved
+    and frozen into a version it is an item of the evaluation's diagnosis suite. Every role that
+    may ask /diagnose may keep a case (clinicians know their patients' diagnoses); identifiers in
+    the inquiry flag the pair like any other, so the identifier gate applies."""
+    from curation.services.review import qa_pair_submit
+
+    if not has_role(author, CURATOR, CLINICIAN):
+        raise NotAllowed(_("Only curators, clinicians and admins keep diagnosis cases."))
+    disease = reference_disease(reference)
+    fields = {"patient_info": patient_info, "symptoms": symptoms, "test_results": test_results}
+    if not (symptoms or "").strip():
+        message = _("Describe the symptoms.")
+        raise InvalidInput(message, details={"symptoms": message})
+    output = (reference_answer or "").strip() or f"{disease.name_zh or disease.name}（{disease.code}）"
+    with transaction.atomic():
+        pair = _qa_pair_create(
+            author=author,
+            instruction=inquiry_question(fields),
+            output=output,
+            department=department,
+            disease_codes=[disease.code],
+            source=DIAGNOSE_SOURCE,
+            source_ref=disease.code,
+        )
+        return qa_pair_submit(pair=pair, actor=author, version=pair.version)
+
+
 def _qa_pair_create(
     *,
     author,
@@ -305,8 +372,12 @@ def _qa_pair_create(
             actor=author,
             action="qa_pair.create",
             target=pair,
-            summary=mask_identifiers(pair.instruction)[:200],
-            changes={"status": [None, pair.status], "near_duplicate_of": pair.near_duplicate_of_id},
+            summary=_("Created"),  # never the pair's text: audit events keep kinds and counts only
+            changes={
+                "status": [None, pair.status],
+                "near_duplicate_of": pair.near_duplicate_of_id,
+                "identifiers": identifier_kinds(pair.identifiers),
+            },
         )
     return pair
 
@@ -411,32 +482,81 @@ def qa_pair_update(*, pair: QAPair, editor, version: int, note: str = "", **chan
     return pair
 
 
-def _mask_history(history) -> list:
-    out = []
-    for turn in history or ():
-        if isinstance(turn, (list, tuple)):
-            out.append([mask_identifiers(t) if isinstance(t, str) else t for t in turn])
-        else:
-            out.append(mask_identifiers(turn) if isinstance(turn, str) else turn)
-    return out
+def identifier_kinds(findings) -> dict[str, int]:
+    """{kind: count} of identifier findings (stored dicts or ``Finding`` objects)."""
+    kinds: dict[str, int] = {}
+    for f in findings or ():
+        kind = f.get("kind", "?") if isinstance(f, Mapping) else f.kind
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items()))
 
 
-def _mask_content(content: Mapping) -> dict:
-    masked = dict(content)
+def _mask_texts(objects, attribute: str) -> dict[str, int]:
+    """Mask ``attribute`` of each object in place; returns the kinds masked. Saves the changed."""
+    kinds: dict[str, int] = {}
+    for obj in objects:
+        text = getattr(obj, attribute) or ""
+        found = find_identifiers(text)
+        if found:
+            for kind, n in identifier_kinds(found).items():
+                kinds[kind] = kinds.get(kind, 0) + n
+            setattr(obj, attribute, mask_identifiers(text, found))
+            obj.save(update_fields=[attribute])
+    return kinds
+
+
+def _mask_pair(pair: QAPair, editor, *, note: str, bulk: bool = False) -> dict[str, int]:
+    """Mask every stored copy of ``pair``'s identifiers (call inside ``transaction.atomic``
+    after the version check): its text fields and history, every revision snapshot, the
+    discussion comments, the review comments, and the pair's audit events (summaries and
+    recorded changes). Records a revision and a ``qa_pair.mask`` audit event holding kinds and
+    counts only. Returns the kinds masked in the pair's content."""
+    kinds = identifier_kinds(pair.identifiers)
+    core.revision_ensure_initial(pair)  # then masked below with the other revisions
     for name in TEXT_FIELDS:
-        if isinstance(masked.get(name), str) and masked[name]:
-            masked[name] = mask_identifiers(masked[name])
-    if masked.get("history"):
-        masked["history"] = _mask_history(masked["history"])
-    return masked
+        value = getattr(pair, name)
+        if value:
+            setattr(pair, name, mask_identifiers(value))
+    pair.history = mask_history(pair.history)
+    fields = {name: getattr(pair, name) for name in (*TEXT_FIELDS, "history")}
+    fields.update(_rederive(pair))
+    try:
+        with transaction.atomic():
+            pair_conditional_update(pair=pair, version=pair.version, **fields)
+    except IntegrityError:
+        raise _duplicate_error(pair) from None
+    revisions = list(QAPairRevision.objects.filter(qa_pair=pair))
+    for rev in revisions:
+        rev.content = mask_content(rev.content or {})
+    QAPairRevision.objects.bulk_update(revisions, ["content"])
+    comment_kinds = _mask_texts(Comment.objects.filter(qa_pair=pair), "body")
+    review_kinds = _mask_texts(Review.objects.filter(qa_pair=pair).exclude(comment=""), "comment")
+    for kind, n in review_kinds.items():
+        comment_kinds[kind] = comment_kinds.get(kind, 0) + n
+    audit_scrub(target=pair, scrub=mask_identifiers)
+    core.revision_record(pair=pair, editor=editor, note=note)
+    n = sum(kinds.values())
+    if bulk:
+        summary = _("Masked %(n)s identifiers before freezing; earlier revisions, comments and history scrubbed") % {"n": n}
+    else:
+        summary = _("Masked %(n)s identifiers; earlier revisions, comments and history scrubbed") % {"n": n}
+    audit_record(
+        actor=editor,
+        action="qa_pair.mask",
+        target=pair,
+        summary=summary,
+        changes={"kinds": kinds, "comment_kinds": dict(sorted(comment_kinds.items())), "remaining": len(pair.identifiers)},
+    )
+    return kinds
 
 
 def qa_pair_mask_identifiers(*, pair: QAPair, editor, version: int) -> QAPair:
-    """Replace every identifier found in the pair by its placeholder.
+    """Replace every identifier found in the pair by its placeholder, at any status (the
+    status does not change: masking only removes identifiers).
 
-    Records a revision and an audit event (with counts per kind, never the identifiers
-    themselves) and scrubs the same identifiers from the pair's earlier revisions, so the
-    history does not keep what was masked. The status does not change.
+    Every stored copy goes too (see ``_mask_pair``): earlier revisions, discussion and review
+    comments, and the text of the pair's audit events; the new audit event holds kinds and
+    counts, never the identifiers themselves.
     """
     if not has_role(editor, CURATOR):
         raise NotAllowed(_("Only curators and admins mask identifiers."))
@@ -444,37 +564,24 @@ def qa_pair_mask_identifiers(*, pair: QAPair, editor, version: int) -> QAPair:
     reason = mask_refusal(pair, editor)
     if reason:
         raise InvalidTransition(reason)
-    kinds: dict[str, int] = {}
-    for f in pair.identifiers or ():
-        kinds[f.get("kind", "?")] = kinds.get(f.get("kind", "?"), 0) + 1
-
     with transaction.atomic():
-        core.revision_ensure_initial(pair)  # then masked below with the other revisions
-        for name in TEXT_FIELDS:
-            value = getattr(pair, name)
-            if value:
-                setattr(pair, name, mask_identifiers(value))
-        pair.history = _mask_history(pair.history)
-        fields = {name: getattr(pair, name) for name in (*TEXT_FIELDS, "history")}
-        fields.update(_rederive(pair))
-        try:
-            with transaction.atomic():
-                pair_conditional_update(pair=pair, version=int(version), **fields)
-        except IntegrityError:
-            raise _duplicate_error(pair) from None
-        revisions = list(QAPairRevision.objects.filter(qa_pair=pair))
-        for rev in revisions:
-            rev.content = _mask_content(rev.content or {})
-        QAPairRevision.objects.bulk_update(revisions, ["content"])
-        core.revision_record(pair=pair, editor=editor, note=_("masked identifiers"))
-        audit_record(
-            actor=editor,
-            action="qa_pair.mask",
-            target=pair,
-            summary=_("Masked %(n)s identifiers; earlier revisions scrubbed") % {"n": sum(kinds.values())},
-            changes={"kinds": kinds, "remaining": len(pair.identifiers)},
-        )
+        _mask_pair(pair, editor, note=_("masked identifiers"))
     return pair
+
+
+def qa_pairs_mask_identifiers(*, editor, pair_ids: Iterable[int]) -> list[int]:
+    """Mask the identifiers of every flagged pair among ``pair_ids`` in one action (the
+    freeze form's "mask all"): all or nothing, one audit event per pair. Pairs without a
+    flag are left alone. Returns the ids masked."""
+    if not has_role(editor, CURATOR):
+        raise NotAllowed(_("Only curators and admins mask identifiers."))
+    done = []
+    with transaction.atomic():
+        pairs = QAPair.objects.select_for_update().filter(pk__in=list(pair_ids), has_identifiers=True).order_by("pk")
+        for pair in pairs:
+            _mask_pair(pair, editor, note=_("masked identifiers before freezing"), bulk=True)
+            done.append(pair.pk)
+    return done
 
 
 @dataclass

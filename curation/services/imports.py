@@ -7,9 +7,10 @@ Flow (docs/import-service.md has the user-facing version):
    A file-level problem is saved on the batch (status *failed*, ``error``) and nothing else
    is created.
 2. ``import_batch_dispatch`` runs small files at once and hands larger ones to the
-   django-q2 worker (``curation.tasks.import_batch_task``) once the request commits.
-3. ``import_batch_run`` claims the batch with a conditional UPDATE (queued → running, so a
-   redelivered task never runs twice) and works in two phases:
+   django-q2 worker (``curation.tasks.import_batch_task``) once the request commits, through
+   the one job lifecycle (``medportal.jobs``, kind "import").
+3. ``curation.workers.imports.import_batch_run`` claims the batch with a conditional UPDATE
+   (queued → running, so a redelivered task never runs twice) and works in two phases:
 
    * **read** (no write transaction): stream the records, derive the duplicate key,
      fingerprint, identifier findings and search document of each, drop exact duplicates
@@ -27,7 +28,6 @@ Flow (docs/import-service.md has the user-facing version):
 
 from __future__ import annotations
 
-import codecs
 import logging
 import os
 import shutil
@@ -40,14 +40,17 @@ from itertools import islice
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.db import IntegrityError, connection, models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from curation.importers import (
     FORMATS,
     QA_FIELDS,
+    ArchiveTooLarge,
+    EncodingNameError,
     ImportFileError,
     ParsedRecord,
     RowIssue,
@@ -57,8 +60,10 @@ from curation.importers import (
 from curation.lib import fingerprint
 from curation.models import Department, ImportBatch, QAPair, Tag
 from curation.selectors_imports import import_batch_counts
+from curation.validators import encoding_error_text, validate_text_encoding
 from curation.services import core
 from curation.services.core import near_duplicate_index
+from medportal import jobs
 from medportal.audit import audit_record
 from medportal.errors import InvalidInput, NotAllowed
 from medportal.roles import CURATOR, has_role, is_admin
@@ -69,8 +74,7 @@ CHUNK = 1000
 PAIR_STATUSES = (QAPair.Status.DRAFT, QAPair.Status.APPROVED)
 STAGING_DIR = "imports/staging"
 STAGING_MAX_AGE_S = 24 * 3600
-TASK = "curation.tasks.import_batch_task"
-TASK_HOOK = "curation.tasks.import_batch_hook"
+JOB_KIND = "import"  # medportal.jobs kind (registered in curation.apps)
 # pg_advisory_xact_lock key taken by the write phase of every import ("MPIM").
 IMPORT_LOCK_ID = 0x4D50494D
 
@@ -130,9 +134,9 @@ def import_options_check(
         enc = None
     if enc is not None:
         try:
-            codecs.lookup(enc)
-        except LookupError:
-            raise InvalidInput(_("Unknown encoding '%(encoding)s'.") % {"encoding": encoding}) from None
+            validate_text_encoding(enc)
+        except ValidationError as exc:
+            raise InvalidInput(exc.messages[0], details={"encoding": exc.messages}) from None
     clean_mapping: dict[str, str] = {}
     for key, column in (mapping or {}).items():
         key = str(key).strip()
@@ -148,6 +152,27 @@ def import_options_check(
     if len(department) > 100:
         raise InvalidInput(_("The department name is longer than 100 characters."))
     return ImportOptions(format=fmt, encoding=enc, mapping=clean_mapping, department=department, status=status)
+
+
+def import_file_error_text(exc: ImportFileError) -> str:
+    """The sentence stored on a failed batch and shown for a file-level error.
+
+    The readers are Django-free and speak English; the errors a user can meet on any file
+    of theirs (an archive over the bound, an encoding that is not one) are translated here,
+    when the batch is written, in the language of the user who started it.
+    """
+    if isinstance(exc, ArchiveTooLarge):
+        return _(
+            "This XLSX workbook unpacks to more than %(limit)d MB, the limit for archives; it was refused "
+            "without being read. Split it into smaller workbooks or save it as CSV."
+        ) % {"limit": max(1, exc.limit_bytes // (1024 * 1024))}
+    if isinstance(exc, EncodingNameError):
+        return encoding_error_text(exc)
+    return str(exc)
+
+
+def _max_inflated() -> int:
+    return settings.MEDPORTAL_IMPORT_MAX_INFLATED_BYTES
 
 
 def _unknown_field(key: str) -> str:
@@ -244,10 +269,16 @@ def import_batch_create(
     try:
         if not path.exists():
             raise ImportFileError(f"The file '{path.name}' does not exist.")
-        source = open_source(path, format=options.format, encoding=options.encoding, mapping=options.mapping or None)
+        source = open_source(
+            path,
+            format=options.format,
+            encoding=options.encoding,
+            mapping=options.mapping or None,
+            max_inflated_bytes=_max_inflated(),
+        )
     except ImportFileError as exc:
         batch.status = ImportBatch.Status.FAILED
-        batch.error = str(exc)
+        batch.error = import_file_error_text(exc)
         batch.finished_at = timezone.now()
     else:
         batch.format = source.format[:32]
@@ -279,19 +310,11 @@ def import_batch_dispatch(*, batch: ImportBatch, inline: bool | None = None) -> 
     if inline is None:
         inline = import_batch_size(batch) <= settings.MEDPORTAL_IMPORT_INLINE_MAX_BYTES
     if inline:
+        from curation.workers.imports import import_batch_run
+
         return import_batch_run(batch_id=batch.pk)
-    transaction.on_commit(lambda pk=batch.pk: _enqueue(pk))
+    jobs.enqueue_after_commit(JOB_KIND, batch.pk)
     return batch
-
-
-def _enqueue(batch_id: int) -> None:
-    from django_q.tasks import async_task
-
-    try:
-        async_task(TASK, batch_id, hook=TASK_HOOK, task_name=f"import-batch-{batch_id}")
-    except Exception as exc:  # the broker is down: the user must see it on the batch
-        logger.exception("Could not enqueue import batch %s", batch_id)
-        import_batch_fail(batch_id=batch_id, message=f"Could not queue the import for the worker: {exc}")
 
 
 # --------------------------------------------------------------------------- run
@@ -328,84 +351,23 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def import_batch_fail(*, batch_id: int, message: str) -> None:
-    """Record a failure on a batch that has not finished (task hook, broker errors)."""
-    ImportBatch.objects.filter(pk=batch_id).exclude(status=ImportBatch.Status.DONE).update(
-        status=ImportBatch.Status.FAILED, error=message, finished_at=timezone.now()
-    )
+class JobLost(Exception):
+    """The batch is not ours any more (cancelled, reaped): the write phase stores nothing."""
 
 
 def import_batch_stale_after() -> timedelta:
     """A running batch silent for longer than this has lost its worker: django-q2 kills a task
-    at MEDPORTAL_Q_TIMEOUT, and the write phase is a single transaction, so nothing of it was
-    stored."""
+    at MEDPORTAL_Q_TIMEOUT, and the write phase is a single transaction (no heartbeat while it
+    runs), so nothing of it was stored. The reaper (``medportal.jobs``) fails it then."""
     return timedelta(seconds=settings.Q_CLUSTER["timeout"] + 60)
 
 
-def import_batch_fail_if_stale(*, batch: ImportBatch) -> ImportBatch:
-    """Mark a running batch whose worker stopped answering as failed (read paths call this,
-    so the page and the API never show a progress bar that will not move again)."""
-    if batch.status != ImportBatch.Status.RUNNING:
-        return batch
-    cutoff = timezone.now() - import_batch_stale_after()
-    minutes = int(import_batch_stale_after().total_seconds() // 60)
-    message = (
-        f"The worker running this import stopped answering (no progress for more than {minutes} minutes); "
-        "nothing from the file was stored. Import the file again."
-    )
-    stale = ImportBatch.objects.filter(pk=batch.pk, status=ImportBatch.Status.RUNNING, heartbeat_at__lt=cutoff)
-    if stale.update(status=ImportBatch.Status.FAILED, error=message, finished_at=timezone.now()):
-        audit_record(actor=None, action="import.run", target=batch, summary=f"{batch.filename}: failed: {message}", changes={"status": "failed", "error": message})
-        batch.refresh_from_db()
-    return batch
-
-
-def import_batch_run(*, batch_id: int) -> ImportBatch:
-    """Run a queued batch to the end. Returns the batch in its final state.
-
-    A batch that is not queued any more (already claimed by another worker, done or
-    failed) is returned untouched. Every failure ends up in ``batch.error``.
-    """
-    claimed = ImportBatch.objects.filter(pk=batch_id, status=ImportBatch.Status.QUEUED).update(
-        status=ImportBatch.Status.RUNNING, rows_done=0, error="", heartbeat_at=timezone.now()
-    )
-    batch = ImportBatch.objects.select_related("created_by").get(pk=batch_id)
-    if not claimed:
-        return batch
-    options = ImportOptions.from_dict(batch.options)
-    try:
-        plan = _read(batch, options)
-        for attempt in (1, 2):
-            try:
-                _write(batch, options, plan)
-                break
-            except IntegrityError:
-                # Another writer stored one of our texts between the two phases; the
-                # write phase re-checks the keys, so one more try moves it to duplicates.
-                if attempt == 2:
-                    raise
-    except ImportFileError as exc:
-        import_batch_fail(batch_id=batch.pk, message=str(exc))
-    except Exception as exc:
-        logger.exception("Import batch %s failed", batch.pk)
-        import_batch_fail(
-            batch_id=batch.pk, message=f"The import stopped on an unexpected error: {exc.__class__.__name__}: {exc}"
-        )
-    batch.refresh_from_db()
-    if batch.status == ImportBatch.Status.FAILED:
-        audit_record(
-            actor=batch.created_by,
-            action="import.run",
-            target=batch,
-            summary=f"{batch.filename}: failed: {batch.error}",
-            changes={"status": batch.status, "error": batch.error},
-        )
-    return batch
-
-
-def _progress(batch_id: int, done: int, total: int | None) -> None:
-    """A short autocommit UPDATE the progress bar polls (phase 1 holds no transaction)."""
-    ImportBatch.objects.filter(pk=batch_id).update(rows_done=done, rows_total=total, heartbeat_at=timezone.now())
+def _progress(batch: ImportBatch, done: int, total: int | None) -> None:
+    """A short autocommit heartbeat the progress bar polls (phase 1 holds no transaction);
+    JobLost once the batch is not ours any more."""
+    share = min(0.99, done / total) if total else 0.0
+    if not jobs.set_progress(JOB_KIND, batch.pk, batch.attempt, share, rows_done=done, rows_total=total):
+        raise JobLost()
 
 
 def _stored_pks(hashes: list[str]) -> dict[str, int]:
@@ -433,14 +395,18 @@ def derive_many(rows: list[dict]) -> None:
         row["search_text"] = d.search_text
 
 
-def _read(batch: ImportBatch, options: ImportOptions) -> _Plan:
+def import_plan_read(batch: ImportBatch, options: ImportOptions) -> _Plan:
     """Phase 1: parse, derive and de-duplicate everything; no write transaction is open."""
     started = time.perf_counter()
     source = open_source(
-        import_batch_path(batch), format=options.format, encoding=options.encoding, mapping=options.mapping or None
+        import_batch_path(batch),
+        format=options.format,
+        encoding=options.encoding,
+        mapping=options.mapping or None,
+        max_inflated_bytes=_max_inflated(),
     )
     total = source.total
-    _progress(batch.pk, 0, total)
+    _progress(batch, 0, total)
     plan = _Plan()
     index = near_duplicate_index()
     near_distance = fingerprint.near_duplicate_distance
@@ -500,8 +466,8 @@ def _read(batch: ImportBatch, options: ImportOptions) -> _Plan:
             plan.pending.append(
                 _Pending(values=values, tags=item.tags, department=item.department or options.department, near_key=near_key)
             )
-        _progress(batch.pk, plan.rows, max(total, plan.rows) if total is not None else None)
-    _progress(batch.pk, plan.rows, plan.rows)
+        _progress(batch, plan.rows, max(total, plan.rows) if total is not None else None)
+    _progress(batch, plan.rows, plan.rows)
     plan.seconds_read = time.perf_counter() - started
     return plan
 
@@ -614,8 +580,9 @@ def _clean_labels(plan: _Plan) -> None:
         p.tags = list(dict.fromkeys(t.strip()[:100] for t in p.tags if t and t.strip()))
 
 
-def _write(batch: ImportBatch, options: ImportOptions, plan: _Plan) -> None:
-    """Phase 2: store everything in one transaction (all or nothing)."""
+def import_plan_write(batch: ImportBatch, options: ImportOptions, plan: _Plan) -> None:
+    """Phase 2: store everything in one transaction (all or nothing), ending with the
+    conditional ``succeed`` of this claim (JobLost, and nothing stored, when it is not ours)."""
     started = time.perf_counter()
     user = batch.created_by
     _clean_labels(plan)
@@ -694,20 +661,23 @@ def _write(batch: ImportBatch, options: ImportOptions, plan: _Plan) -> None:
         issues.sort(key=lambda x: (x.get("file", ""), x["row"]))
 
         created_count = len(keep)
+        ended = jobs.succeed(
+            JOB_KIND,
+            batch.pk,
+            batch.attempt,
+            created_count=created_count,
+            duplicate_count=sum(1 for x in issues if x["kind"] == "duplicate"),
+            near_duplicate_count=sum(1 for k in keep if pending[k].values["near_duplicate_of_id"] is not None),
+            skipped_count=plan.skipped,
+            error_count=plan.errors,
+            identifier_count=sum(1 for k in keep if pending[k].values["has_identifiers"]),
+            issues=issues,
+            rows_total=plan.rows,
+            rows_done=plan.rows,
+        )
+        if not ended:
+            raise JobLost()  # rolls the pairs back: a cancelled or reaped batch stores nothing
         batch.refresh_from_db()
-        batch.created_count = created_count
-        batch.duplicate_count = sum(1 for x in issues if x["kind"] == "duplicate")
-        batch.near_duplicate_count = sum(1 for k in keep if pending[k].values["near_duplicate_of_id"] is not None)
-        batch.skipped_count = plan.skipped
-        batch.error_count = plan.errors
-        batch.identifier_count = sum(1 for k in keep if pending[k].values["has_identifiers"])
-        batch.issues = issues
-        batch.rows_total = plan.rows
-        batch.rows_done = plan.rows
-        batch.status = ImportBatch.Status.DONE
-        batch.finished_at = timezone.now()
-        batch.error = ""
-        batch.save()
         counts = import_batch_counts(batch)
         audit_record(
             actor=user,
@@ -733,6 +703,26 @@ def _write(batch: ImportBatch, options: ImportOptions, plan: _Plan) -> None:
             )
 
 
+# --------------------------------------------------------------------------- the uploaded file
+
+
+def import_batch_file_download(*, user, batch: ImportBatch):
+    """The uploaded file of ``batch``, opened for reading, or None; the download is audited.
+
+    The caller reached ``batch`` through ``access_import_batch`` (its owner or an admin): uploads
+    are never served from MEDIA_URL. An ``import_qa`` batch names a path on the server, which
+    is never handed out; a file removed from MEDIA is gone.
+    """
+    if not batch.file:
+        return None
+    try:
+        handle = batch.file.storage.open(batch.file.name, "rb")
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+    audit_record(actor=user, action="import.download", target=batch, summary=batch.filename)
+    return handle
+
+
 # --------------------------------------------------------------------------- upload staging (mapping step)
 
 
@@ -751,8 +741,8 @@ def import_preview(
     *, path: Path, format: str | None = None, encoding: str | None = None, mapping: dict[str, str] | None = None, limit: int = 5
 ) -> Preview:
     """Columns, the effective mapping and the first ``limit`` parsed rows; raises ImportFileError."""
-    columns = read_columns(path, format=format, encoding=encoding)
-    source = open_source(path, format=format, encoding=encoding, mapping=mapping or None)
+    columns = read_columns(path, format=format, encoding=encoding, max_inflated_bytes=_max_inflated())
+    source = open_source(path, format=format, encoding=encoding, mapping=mapping or None, max_inflated_bytes=_max_inflated())
     records: list[ParsedRecord] = []
     issues: list[RowIssue] = []
     for item in source.records():
@@ -842,9 +832,12 @@ __all__ = [
     "import_batch_create",
     "import_batch_create_from_staged",
     "import_batch_dispatch",
-    "import_batch_fail",
+    "JobLost",
+    "import_batch_file_download",
     "import_batch_path",
-    "import_batch_run",
+    "import_plan_read",
+    "import_plan_write",
+    "import_file_error_text",
     "import_options_check",
     "import_preview",
     "import_staged_discard",

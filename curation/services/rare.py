@@ -8,9 +8,9 @@
   CCRD lists follow ``replaced_by`` / ``consider``; every remapping is counted and reported.
 * ``rare_knowledge_base`` builds a ``curation.rare.KnowledgeBase`` from the tables (cached
   per process and release).
-* ``rare_cases_generate`` turns generated cases into QA pairs that start in review; more
-  than ``MEDPORTAL_RARE_INLINE_MAX_CASES`` cases run on the django-q2 worker as a
-  ``GenerationJob``.
+* ``rare_cases_generate`` turns generated cases into QA pairs that start in review (the
+  ``generate_rare_cases`` command); ``rare_cases_start`` queues a ``GenerationJob`` for the
+  django-q2 worker (``curation.workers.rare``; pages and the API never generate in the request).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from curation.models import (
 )
 from curation.services import core
 from curation.services.imports import fast_insert
+from medportal import jobs
 from medportal.audit import audit_record
 from medportal.errors import InvalidInput, NotAllowed
 from medportal.roles import CURATOR, has_role
@@ -50,8 +51,7 @@ LANGS = ("zh", "en")
 TASKS = ("diagnosis", "next_test", "differential")
 MAX_CASES = 1000
 MAX_DISEASES = 200
-TASK = "curation.tasks_rare.rare_cases_task"
-TASK_HOOK = "curation.tasks_rare.rare_cases_hook"
+JOB_KIND = "rare_cases"  # medportal.jobs kind (registered in curation.apps)
 PROGRESS_EVERY = 50_000
 
 Progress = Callable[[str], None]
@@ -64,9 +64,6 @@ def _noop(_message: str) -> None:
 def rare_department() -> str:
     return getattr(settings, "MEDPORTAL_RARE_DEPARTMENT", "罕见病")
 
-
-def rare_inline_max_cases() -> int:
-    return int(getattr(settings, "MEDPORTAL_RARE_INLINE_MAX_CASES", 20))
 
 
 # --------------------------------------------------------------------------- import
@@ -572,7 +569,7 @@ def _case_seed(seed: int, index: int) -> int:
     return seed + 1_000_003 * index
 
 
-def _generate_cases(params: RareCasesParams, *, on_progress: Callable[[int], None] | None = None):
+def generate_cases(params: RareCasesParams, *, on_progress: Callable[[int], None] | None = None):
     """Yield (disease id, case or exception) for every requested case, deterministically."""
     from curation import rare
 
@@ -604,16 +601,13 @@ def _pair_from_case(case, *, user, seed: int, department, now, rewrite: tuple[st
     params = case.params
     if hasattr(params, "__dataclass_fields__"):
         params = asdict(params)
-    pair = QAPair(
+    pair = core.synthetic_pair(
         author=user,
-        instruction=case.question,
-        output=case.answer,
-        status=QAPair.Status.IN_REVIEW,
-        review_round=1,
-        submitted_at=now,
+        question=case.question,
+        answer=case.answer,
+        now=now,
         source=SOURCE,
         source_ref=case.disease_id,
-        synthetic=True,
         synthetic_meta={
             "generator": GENERATOR,
             "params": params,
@@ -645,7 +639,7 @@ def _pair_from_case(case, *, user, seed: int, department, now, rewrite: tuple[st
     return pair
 
 
-def _rewrites(items, params: RareCasesParams, on_progress: Callable[[int], None] | None = None) -> list:
+def rewrite_cases(items, params: RareCasesParams, on_progress: Callable[[int], None] | None = None) -> list:
     """(disease id, case, rewrite) triples; the rewrite is None unless the step was asked for."""
     if not params.rewrite:
         return [(d, item, None) for d, item in items]
@@ -664,7 +658,7 @@ def _rewrites(items, params: RareCasesParams, on_progress: Callable[[int], None]
     return out
 
 
-def _store_cases(items, *, user, params: RareCasesParams, result: RareCasesResult) -> None:
+def store_cases(items, *, user, params: RareCasesParams, result: RareCasesResult) -> None:
     """Write generated (disease id, case, rewrite) triples as QA pairs (one transaction per call)."""
     now = timezone.now()
     department = core.department_get_or_create(rare_department())
@@ -699,14 +693,14 @@ def rare_cases_generate(
     """Generate ``count`` cases per disease now and store them as synthetic QA pairs in review."""
     params = rare_cases_check(user=user, disease_ids=disease_ids, count=count, lang=lang, task=task, seed=seed, rewrite=rewrite)
     result = RareCasesResult()
-    items = _rewrites(list(_generate_cases(params)), params)  # model calls stay outside the transaction
+    items = rewrite_cases(list(generate_cases(params)), params)  # model calls stay outside the transaction
     with transaction.atomic():
-        _store_cases(items, user=user, params=params, result=result)
-        _audit_generate(user=user, params=params, result=result, target=None)
+        store_cases(items, user=user, params=params, result=result)
+        audit_generate(user=user, params=params, result=result, target=None)
     return result
 
 
-def _audit_generate(*, user, params: RareCasesParams, result: RareCasesResult, target) -> None:
+def audit_generate(*, user, params: RareCasesParams, result: RareCasesResult, target) -> None:
     if target is None:
         target = QAPair.objects.get(pk=result.qa_pair_ids[0]) if result.qa_pair_ids else user
     audit_record(
@@ -740,77 +734,18 @@ def rare_cases_start(
     task: str = "diagnosis",
     seed: int = 0,
     rewrite: bool = False,
-    inline: bool | None = None,
 ) -> GenerationJob:
-    """Create a job; small ones (≤ MEDPORTAL_RARE_INLINE_MAX_CASES cases) run now, others on the worker.
-
-    With ``rewrite`` every vignette is paraphrased by the configured model: that always runs
-    on the worker (it is a model generation per case)."""
+    """Queue a generation job for the worker (``curation.workers.rare``) once the request
+    commits; the job's page shows its progress. With ``rewrite`` every vignette is also
+    paraphrased by the configured model."""
     params = rare_cases_check(user=user, disease_ids=disease_ids, count=count, lang=lang, task=task, seed=seed, rewrite=rewrite)
     total = params.count * len(params.disease_ids)
     job = GenerationJob(created_by=user, params=params.to_dict(), total=total)
     job.full_clean()
-    job.save()
-    audit_record(actor=user, action="rare_cases.queue", target=job, summary=f"Case generation #{job.pk}: {total} cases", changes=params.to_dict())
-    if inline is None:
-        inline = total <= rare_inline_max_cases() and not params.rewrite
-    if inline:
-        return rare_cases_run(job_id=job.pk)
-    transaction.on_commit(lambda pk=job.pk: _enqueue(pk))
-    return job
-
-
-def _enqueue(job_id: int) -> None:
-    from django_q.tasks import async_task
-
-    try:
-        async_task(TASK, job_id, hook=TASK_HOOK, task_name=f"rare-cases-{job_id}")
-    except Exception as exc:  # the broker is down: the user must see it on the job
-        logger.exception("Could not enqueue generation job %s", job_id)
-        rare_cases_fail(job_id=job_id, message=f"Could not queue the generation for the worker: {exc}")
-
-
-def rare_cases_fail(*, job_id: int, message: str) -> None:
-    GenerationJob.objects.filter(pk=job_id).exclude(status=GenerationJob.Status.DONE).update(
-        status=GenerationJob.Status.FAILED, error=message[:2000], finished_at=timezone.now()
-    )
-
-
-def rare_cases_run(*, job_id: int) -> GenerationJob:
-    """Run a queued job to the end (claimed with a conditional UPDATE: a redelivered task is a no-op)."""
-    claimed = GenerationJob.objects.filter(pk=job_id, status=GenerationJob.Status.QUEUED).update(status=GenerationJob.Status.RUNNING, done=0)
-    job = GenerationJob.objects.select_related("created_by").get(pk=job_id)
-    if not claimed:
-        return job
-    params = RareCasesParams.from_dict(job.params)
-    result = RareCasesResult(job_id=job.pk)
-
-    def on_progress(done: int) -> None:
-        GenerationJob.objects.filter(pk=job_id).update(done=min(done, job.total))
-
-    try:
-        items = list(_generate_cases(params, on_progress=None if params.rewrite else on_progress))
-        # The rewrite (one model generation per case) is the slow part when asked for: it drives progress.
-        items = _rewrites(items, params, on_progress=on_progress)
-        with transaction.atomic():
-            _store_cases(items, user=job.created_by, params=params, result=result)
-            GenerationJob.objects.filter(pk=job_id).update(
-                status=GenerationJob.Status.DONE,
-                done=job.total,
-                created_count=result.created,
-                duplicate_count=result.duplicates,
-                qa_pair_ids=result.qa_pair_ids,
-                errors=result.errors,
-                error="",
-                finished_at=timezone.now(),
-            )
-            job.refresh_from_db()
-            _audit_generate(user=job.created_by, params=params, result=result, target=job)
-    except Exception as exc:
-        logger.exception("Generation job %s failed", job_id)
-        rare_cases_fail(job_id=job_id, message=f"{exc.__class__.__name__}: {getattr(exc, 'message', exc)}")
-        job.refresh_from_db()
-        audit_record(actor=job.created_by, action="rare_cases.generate", target=job, summary=f"failed: {job.error}"[:500], changes={"error": job.error})
+    with transaction.atomic():
+        job.save()
+        audit_record(actor=user, action="rare_cases.queue", target=job, summary=f"Case generation #{job.pk}: {total} cases", changes=params.to_dict())
+        jobs.enqueue_after_commit(JOB_KIND, job.pk)
     return job
 
 
@@ -821,9 +756,11 @@ __all__ = [
     "RareCasesResult",
     "hpo_import",
     "rare_cases_check",
-    "rare_cases_fail",
+    "audit_generate",
+    "generate_cases",
+    "rewrite_cases",
+    "store_cases",
     "rare_cases_generate",
-    "rare_cases_run",
     "rare_cases_start",
     "rare_current_release",
     "rare_knowledge_base",

@@ -7,13 +7,15 @@ model that wrote it, and — like every synthetic pair — it goes through clini
 
 The model is a registered base model (``MEDPORTAL_REWRITE_MODEL``), optionally with a
 succeeded fine-tune job's adapter (``MEDPORTAL_REWRITE_JOB``); generation goes through the
-one inference interface (in-process or the OpenAI-compatible server). Sampling is seeded
-per case, so a rewrite is reproducible on the in-process backend.
+one inference interface, on the model's endpoint (training.runnables, plugged in by the
+setting MEDPORTAL_REWRITE_PROVIDER: curation does not import training). Sampling is seeded per case, so a rewrite is
+reproducible on the in-process backend.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -37,22 +39,34 @@ PROMPTS = {
 }
 
 
+class RewriteFailed(Exception):
+    """The model could not answer (the message says why)."""
+
+
+# The provider (MEDPORTAL_REWRITE_PROVIDER, a dotted path; default training.runnables.rewrite_provider):
+# (model name, job id or None, *, actor) → (label, generate); generate(messages, *, max_new_tokens,
+# temperature, top_p, repetition_penalty, seed) → text, or RewriteFailed. Curation imports neither
+# training nor chat: the inference layer is plugged in by the setting, as Django plugs in backends.
+
+
+def rewrite_provider() -> Callable[..., tuple[str, Callable[..., str]]]:
+    from django.utils.module_loading import import_string
+
+    return import_string(settings.MEDPORTAL_REWRITE_PROVIDER)
+
+
 @dataclass(frozen=True)
 class Rewriter:
     model_label: str
-    ref: object
+    generate: Callable[..., str]
     max_new_tokens: int
 
     def __call__(self, question: str, *, lang: str, seed: int) -> tuple[str | None, str]:
         """(rewritten text or None, problem) — a failed or implausible rewrite keeps the original."""
-        from chat.inference import GenerationParams, InferenceError
-        from chat.inference.registry import get_backend
-
         messages = [{"role": "system", "content": PROMPTS.get(lang, PROMPTS["en"])}, {"role": "user", "content": question}]
-        params = GenerationParams(max_new_tokens=self.max_new_tokens, temperature=0.7, top_p=0.9, repetition_penalty=1.1, seed=seed)
         try:
-            text = get_backend().generate(self.ref, messages, params).strip()
-        except InferenceError as exc:
+            text = self.generate(messages, max_new_tokens=self.max_new_tokens, temperature=0.7, top_p=0.9, repetition_penalty=1.1, seed=seed).strip()
+        except RewriteFailed as exc:
             return None, str(exc)
         if len(text) < max(10, len(question) // 4):
             return None, "the rewrite was too short"
@@ -65,26 +79,10 @@ def rewrite_available() -> bool:
     return bool(settings.MEDPORTAL_REWRITE_MODEL)
 
 
-def rewriter_get() -> Rewriter:
+def rewriter_get(*, actor=None) -> Rewriter:
     """The configured rewriter, or InvalidInput saying what is missing."""
-    from chat.inference.base import InferenceError
-    from chat.inference.registry import model_ref
-    from training.models import BaseModel, FineTuneJob
-
     name = settings.MEDPORTAL_REWRITE_MODEL
     if not name:
         raise InvalidInput(_("No rewrite model is configured: set MEDPORTAL_REWRITE_MODEL to a registered base model."))
-    base = BaseModel.objects.filter(name=name, is_active=True).first()
-    if base is None:
-        raise InvalidInput(_("The rewrite model '%(name)s' is not a registered, active base model.") % {"name": name})
-    job = None
-    if settings.MEDPORTAL_REWRITE_JOB:
-        job = FineTuneJob.objects.filter(pk=settings.MEDPORTAL_REWRITE_JOB).select_related("base_model").first()
-        if job is None:
-            raise InvalidInput(_("The rewrite adapter job #%(id)s does not exist.") % {"id": settings.MEDPORTAL_REWRITE_JOB})
-    try:
-        ref = model_ref(base, job)
-    except InferenceError as exc:
-        raise InvalidInput(str(exc)) from None
-    label = base.name if job is None else f"{base.name} + job #{job.pk}"
-    return Rewriter(model_label=label, ref=ref, max_new_tokens=settings.MEDPORTAL_REWRITE_MAX_NEW_TOKENS)
+    label, generate = rewrite_provider()(name, settings.MEDPORTAL_REWRITE_JOB, actor=actor)
+    return Rewriter(model_label=label, generate=generate, max_new_tokens=settings.MEDPORTAL_REWRITE_MAX_NEW_TOKENS)

@@ -30,7 +30,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext, pgettext
 
+from curation.lib.identifiers import find_identifiers, mask_identifiers
 from curation.models import Comment, QAPair, Review
 from medportal.audit import audit_events_for, audit_record
 from medportal.errors import Conflict, InvalidInput, InvalidTransition, NotAllowed
@@ -42,7 +44,6 @@ D = Review.Decision
 EDITABLE = frozenset({S.DRAFT, S.CHANGES_REQUESTED})
 SUBMITTABLE = frozenset({S.DRAFT, S.CHANGES_REQUESTED})
 REOPENABLE = frozenset({S.APPROVED, S.REJECTED})
-MASKABLE = frozenset({S.DRAFT, S.CHANGES_REQUESTED, S.IN_REVIEW})
 COMMENT_MAX_CHARS = 10_000
 
 
@@ -71,8 +72,16 @@ def conflict_error(pair_pk: int) -> Conflict:
     )
 
 
-def check_version(pair: QAPair, version) -> None:
-    """Raise Conflict unless ``version`` is the version of the pair as just loaded."""
+def _qa_pair_conflict(pair) -> Conflict:
+    return conflict_error(pair.pk)
+
+
+def check_version(pair, version, *, conflict=_qa_pair_conflict) -> int:
+    """Raise Conflict unless ``version`` is the version of the pair as just loaded; return it as an int.
+
+    ``pair`` is any reviewed pair with a ``version`` column (a QA pair or a preference pair);
+    ``conflict(pair)`` builds the Conflict to raise (by default the QA pair's, naming who changed it).
+    """
     try:
         expected = int(version)
     except (TypeError, ValueError):
@@ -80,18 +89,22 @@ def check_version(pair: QAPair, version) -> None:
             _("The form is missing the pair's version; reload the page."), details={"version": [_("Required.")]}
         ) from None
     if expected != pair.version:
-        raise conflict_error(pair.pk)
+        raise conflict(pair)
+    return expected
 
 
-def pair_conditional_update(*, pair: QAPair, version: int, **fields) -> None:
+def pair_conditional_update(*, pair, version: int, conflict=_qa_pair_conflict, **fields) -> None:
     """Apply ``fields`` and bump the version only if the row still has ``version``.
 
-    Call inside ``transaction.atomic``. Updates ``pair`` in memory on success.
+    Call inside ``transaction.atomic``. Updates ``pair`` in memory on success. Works for any
+    model with ``version`` and ``updated_at`` columns; ``conflict`` as for ``check_version``.
     """
     now = timezone.now()
-    changed = QAPair.objects.filter(pk=pair.pk, version=version).update(version=F("version") + 1, updated_at=now, **fields)
+    changed = type(pair)._default_manager.filter(pk=pair.pk, version=version).update(
+        version=F("version") + 1, updated_at=now, **fields
+    )
     if changed == 0:
-        raise conflict_error(pair.pk)
+        raise conflict(pair)
     for name, value in fields.items():
         setattr(pair, name, value)
     pair.version = version + 1
@@ -99,6 +112,8 @@ def pair_conditional_update(*, pair: QAPair, version: int, **fields) -> None:
 
 
 # --- rules (also used by the pages to decide which buttons to show) --------------------------
+# QA pairs and preference pairs share the review workflow (PreferencePair.Status is QAPair.Status,
+# both have author, review_round, has_identifiers and a ``reviews`` relation): these rules serve both.
 
 
 def submit_refusal(pair: QAPair, user) -> str | None:
@@ -120,7 +135,7 @@ def review_refusal(pair: QAPair, user) -> str | None:
         return _("Nobody reviews their own pair.")
     if pair.status != S.IN_REVIEW:
         return _("This pair is not in review; it is %(status)s.") % {"status": pair.get_status_display()}
-    if Review.objects.filter(qa_pair=pair, reviewer=user, round=pair.review_round).exists():
+    if pair.reviews.filter(reviewer=user, round=pair.review_round).exists():
         return _("You have already reviewed this pair in round %(round)s.") % {"round": pair.review_round}
     return None
 
@@ -134,12 +149,9 @@ def edit_refusal(pair: QAPair, user) -> str | None:
 
 
 def mask_refusal(pair: QAPair, user) -> str | None:
+    """Masking is allowed at every status (it only removes identifiers; the status stays)."""
     if not has_role(user, CURATOR):
         return _("Only curators and admins mask identifiers.")
-    if pair.status not in MASKABLE:
-        return _("A pair that is %(status)s cannot be changed; an admin can reopen it first.") % {
-            "status": pair.get_status_display()
-        }
     if not pair.has_identifiers:
         return _("This pair has no identifiers to mask.")
     return None
@@ -158,6 +170,54 @@ def reopen_refusal(pair: QAPair, user) -> str | None:
 def _raise_for(reason: str | None, *, forbidden: bool) -> None:
     if reason:
         raise (NotAllowed if forbidden else InvalidTransition)(reason)
+
+
+# --- identifier warnings ----------------------------------------------------------------------
+
+IDENTIFIER_KIND_LABELS = {
+    "resident_id": gettext_lazy("ID number"),
+    "mobile": gettext_lazy("mobile phone number"),
+    "landline": gettext_lazy("phone number"),
+    "email": gettext_lazy("e-mail address"),
+    "record_number": gettext_lazy("record number"),
+}
+
+
+def identifier_kind_labels(findings) -> list[str]:
+    """The translated kinds of ``findings`` (stored dicts), each once, in a stable order."""
+    kinds = {f.get("kind") for f in findings or ()}
+    return [str(label) for kind, label in IDENTIFIER_KIND_LABELS.items() if kind in kinds]
+
+
+def identifier_kinds_text(findings) -> str:
+    """The translated kinds joined for a sentence ("手机号、电子邮箱" / "mobile phone number, e-mail address")."""
+    return pgettext("list separator", ", ").join(identifier_kind_labels(findings))
+
+
+def identifier_warning(pair: QAPair) -> str | None:
+    """What to tell whoever submits or approves a pair flagged with identifiers, or None."""
+    if not pair.has_identifiers:
+        return None
+    n = len(pair.identifiers or ())
+    return ngettext(
+        "This pair holds %(n)s unmasked personal identifier (%(kinds)s). It cannot be frozen into a "
+        "dataset version until it is masked.",
+        "This pair holds %(n)s unmasked personal identifiers (%(kinds)s). It cannot be frozen into a "
+        "dataset version until they are masked.",
+        n,
+    ) % {"n": n, "kinds": identifier_kinds_text(pair.identifiers)}
+
+
+def approval_identifier_check(pair, *, approving: bool, confirmed: bool) -> str | None:
+    """The identifier warning of a pair being approved (None when there is none or it is not an
+    approval); InvalidInput unless the reviewer ticked that they have seen it. QA and preference pairs."""
+    warning = identifier_warning(pair) if approving else None
+    if warning and not confirmed:
+        raise InvalidInput(
+            warning + " " + _("Tick the confirmation to approve it anyway."),
+            details={"confirm_identifiers": [_("Confirm that you have seen the identifiers.")]},
+        )
+    return warning
 
 
 # --- transitions ----------------------------------------------------------------------------
@@ -181,7 +241,11 @@ def qa_pair_submit(*, pair: QAPair, actor, version: int) -> QAPair:
             action="qa_pair.submit",
             target=pair,
             summary=_("Submitted for review (round %(round)s)") % {"round": pair.review_round},
-            changes={"status": [old, pair.status], "review_round": pair.review_round},
+            changes={
+                "status": [old, pair.status],
+                "review_round": pair.review_round,
+                "identifiers": len(pair.identifiers or ()),
+            },
         )
     return pair
 
@@ -190,6 +254,7 @@ def qa_pair_submit(*, pair: QAPair, actor, version: int) -> QAPair:
 class BulkResult:
     done: list[int] = field(default_factory=list)
     skipped: dict[int, str] = field(default_factory=dict)
+    flagged: list[int] = field(default_factory=list)  # submitted with unmasked identifiers
 
 
 def qa_pair_bulk_submit(*, actor, versions: Mapping[int, int]) -> BulkResult:
@@ -223,11 +288,18 @@ def qa_pair_bulk_submit(*, actor, versions: Mapping[int, int]) -> BulkResult:
                 changes={"status": [old, pair.status], "review_round": pair.review_round, "bulk": True},
             )
             result.done.append(pk)
+            if pair.has_identifiers:
+                result.flagged.append(pk)
     return result
 
 
-def qa_pair_review(*, pair: QAPair, reviewer, decision: str, comment: str = "", version: int) -> Review:
-    """Record ``reviewer``'s decision for the current round and apply it to the pair."""
+def qa_pair_review(
+    *, pair: QAPair, reviewer, decision: str, comment: str = "", version: int, confirm_identifiers: bool = False
+) -> Review:
+    """Record ``reviewer``'s decision for the current round and apply it to the pair.
+
+    Approving a pair flagged with unmasked identifiers needs ``confirm_identifiers``: the
+    reviewer has seen the warning (the pair still cannot be frozen until it is masked)."""
     if not has_role(reviewer, CLINICIAN):
         raise NotAllowed(_("Only clinicians and admins review pairs."))
     if pair.author_id == reviewer.pk:
@@ -248,6 +320,7 @@ def qa_pair_review(*, pair: QAPair, reviewer, decision: str, comment: str = "", 
         )
     check_version(pair, version)
     _raise_for(review_refusal(pair, reviewer), forbidden=False)
+    warning = approval_identifier_check(pair, approving=decision == D.APPROVE, confirmed=confirm_identifiers)
 
     with transaction.atomic():
         # Bump first: the row lock serialises concurrent reviewers of this pair.
@@ -273,11 +346,10 @@ def qa_pair_review(*, pair: QAPair, reviewer, decision: str, comment: str = "", 
             else:
                 new, action = old, "qa_pair.review"
                 summary = _("Approval %(n)s of %(q)s needed") % {"n": approvals, "q": quorum}
-        elif decision == D.REJECT:
-            new, action, summary = S.REJECTED, "qa_pair.reject", _("Rejected: %(comment)s") % {"comment": comment}
+        elif decision == D.REJECT:  # the comment stays on the review, never in the audit log
+            new, action, summary = S.REJECTED, "qa_pair.reject", _("Rejected")
         else:
-            new, action = S.CHANGES_REQUESTED, "qa_pair.request_changes"
-            summary = _("Changes requested: %(comment)s") % {"comment": comment}
+            new, action, summary = S.CHANGES_REQUESTED, "qa_pair.request_changes", _("Changes requested")
         if new != old:
             QAPair.objects.filter(pk=pair.pk).update(status=new, decided_at=now)
             pair.status, pair.decided_at = new, now
@@ -286,13 +358,28 @@ def qa_pair_review(*, pair: QAPair, reviewer, decision: str, comment: str = "", 
             action=action,
             target=pair,
             summary=summary,
-            changes={"status": [old, new], "decision": decision, "review": review.pk, "review_round": pair.review_round},
+            changes={
+                "status": [old, new],
+                "decision": decision,
+                "review": review.pk,
+                "review_round": pair.review_round,
+                **({"identifiers_confirmed": len(pair.identifiers or ())} if warning else {}),
+            },
         )
     return review
 
 
-def qa_pair_approve(*, pair: QAPair, reviewer, comment: str = "", version: int) -> Review:
-    return qa_pair_review(pair=pair, reviewer=reviewer, decision=D.APPROVE, comment=comment, version=version)
+def qa_pair_approve(
+    *, pair: QAPair, reviewer, comment: str = "", version: int, confirm_identifiers: bool = False
+) -> Review:
+    return qa_pair_review(
+        pair=pair,
+        reviewer=reviewer,
+        decision=D.APPROVE,
+        comment=comment,
+        version=version,
+        confirm_identifiers=confirm_identifiers,
+    )
 
 
 def qa_pair_reject(*, pair: QAPair, reviewer, comment: str, version: int) -> Review:
@@ -319,8 +406,8 @@ def qa_pair_reopen(*, pair: QAPair, actor, reason: str, version: int) -> QAPair:
             actor=actor,
             action="qa_pair.reopen",
             target=pair,
-            summary=_("Reopened: %(reason)s") % {"reason": reason},
-            changes={"status": [old, pair.status], "reason": reason},
+            summary=_("Reopened: %(reason)s") % {"reason": mask_identifiers(reason)},
+            changes={"status": [old, pair.status], "reason": mask_identifiers(reason)},
         )
     return pair
 
@@ -340,5 +427,11 @@ def comment_create(*, pair: QAPair, author, body: str) -> Comment:
         comment = Comment(qa_pair=pair, author=author, body=body)
         comment.full_clean()
         comment.save()
-        audit_record(actor=author, action="qa_pair.comment", target=pair, summary=body[:200], changes={"comment": comment.pk})
+        audit_record(  # never the comment's text: it may hold identifiers
+            actor=author,
+            action="qa_pair.comment",
+            target=pair,
+            summary=_("Commented"),
+            changes={"comment": comment.pk, "identifiers": len(find_identifiers(body))},
+        )
     return comment

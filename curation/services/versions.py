@@ -20,7 +20,10 @@ How a freeze splits (docs/datasets.md says the same for users):
    (ties go to train, then validation, then test); a split with ratio 0 gets nothing. The
    shuffled groups are dealt one by one to the split with the largest unfilled quota, so a
    department of one pair goes to train and groups larger than one may overshoot a quota.
-5. Inside each split, items are ordered by digest (``position``).
+5. No question of an evaluation test split enters training: a group holding a question that
+   an evaluated test split asks (the test split of a dataset version an evaluation run used, or
+   of a preference version) goes to test (the audit record lists them, ``held_out``).
+6. Inside each split, items are ordered by digest (``position``).
 
 The version hash (``version_hash``) is SHA-256 over the sorted lines "<digest> <split>" of
 every item, preceded by a format tag: the same frozen content with the same split gives the
@@ -43,6 +46,7 @@ from pathlib import Path
 
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext, pgettext
 
 from curation.lib import fingerprint
 from curation.models import DatasetItem, DatasetVersion, Department, QAPair, Tag
@@ -361,6 +365,42 @@ def assign_splits(groups: Sequence[list[Member]], ratios: Sequence[float], seed:
     return result
 
 
+def minimum_pairs_for_split(ratios: Sequence[float]) -> int:
+    """The fewest pairs (of one department) for which every split with a ratio above 0 gets
+    at least one under ``largest_remainder``: 7 for 0.8/0.1/0.1, 10 for 0.9/0.05/0.05."""
+    smallest = min(r for r in ratios if r > 0)
+    bound = math.ceil(1 / smallest - 1e-9)  # floor(n * r) >= 1 from here on
+    active = [i for i, r in enumerate(ratios) if r > 0]
+    for n in range(1, min(bound, 100_000) + 1):
+        counts = largest_remainder(n, ratios)
+        if all(counts[i] >= 1 for i in active):
+            return n
+    return bound
+
+
+def _empty_split_error(ratios, counts: dict[str, int], members: Sequence[Member]) -> InvalidInput | None:
+    """A split with a ratio above 0 that got no pair: refuse, naming the minimum needed."""
+    empty = [s for s, r in zip(SPLITS, ratios, strict=True) if r > 0 and counts[s] == 0]
+    if not empty:
+        return None
+    needed = minimum_pairs_for_split(ratios)
+    largest = max(Counter(m.stratum for m in members).values())
+    names = pgettext("list separator", ", ").join(str(DatasetItem.Split(s).label) for s in empty)
+    message = _(
+        "The %(splits)s split would be empty. With split ratios %(ratios)s every split gets a pair only "
+        "when a department has at least %(needed)s approved pairs (near-duplicates stay together and "
+        "count as one); this selection has %(n)s approved pairs, %(largest)s in its largest department. "
+        "Approve more pairs, widen the selection, or set the ratio of the empty split to 0."
+    ) % {
+        "splits": names,
+        "ratios": "/".join(f"{r:g}" for r in ratios),
+        "needed": needed,
+        "n": len(members),
+        "largest": largest,
+    }
+    return InvalidInput(message, details={"empty_splits": empty, "minimum_pairs": needed, "selected": len(members)})
+
+
 # --------------------------------------------------------------------------- freeze
 
 
@@ -391,6 +431,68 @@ def _members(selection) -> list[Member]:
     return members
 
 
+def _keep_tested_prompts_out_of_training(groups: Sequence[list[Member]], assignment: dict[int, str]) -> list[int]:
+    """Move to test every group holding a question that an evaluation test split already asks
+    (the test split of a dataset version an evaluation ran on, or of a preference version): no
+    prompt of an evaluation test split enters training (docs/preferences.md). Returns the ids moved."""
+    from curation.services.preferences import dataset_item_prompt_key, evaluated_test_prompt_keys
+
+    tested = evaluated_test_prompt_keys()
+    if not tested:
+        return []
+    moved = []
+    for group in groups:
+        if any(dataset_item_prompt_key(m.content) in tested for m in group):
+            for m in group:
+                if assignment[m.pk] != "test":
+                    assignment[m.pk] = "test"
+                    moved.append(m.pk)
+    return sorted(moved)
+
+
+MAX_LISTED_PAIRS = 50
+
+
+def identifier_pairs_error(flagged: Sequence[tuple[int, list]]) -> InvalidInput:
+    """The refusal of a freeze whose selection holds pairs with unmasked identifiers;
+    ``details["identifier_pairs"]`` lists them (id and kinds) for the form, API and command."""
+    from curation.services.review import identifier_kinds_text
+
+    listed = ", ".join(f"#{pk}" for pk, _found in flagged[:MAX_LISTED_PAIRS])
+    if len(flagged) > MAX_LISTED_PAIRS:
+        listed += ", …"
+    message = ngettext(
+        "%(n)s selected approved pair holds unmasked personal identifiers (%(ids)s); identifiers never "
+        "reach a dataset version, so mask it first.",
+        "%(n)s selected approved pairs hold unmasked personal identifiers (%(ids)s); identifiers never "
+        "reach a dataset version, so mask them first.",
+        len(flagged),
+    ) % {"n": len(flagged), "ids": listed}
+    details = [{"id": pk, "kinds": sorted({f.get("kind") for f in found or ()})} for pk, found in flagged]
+    for row, (_pk, found) in zip(details, flagged, strict=True):
+        row["kinds_text"] = identifier_kinds_text(found)
+    return InvalidInput(message, details={"identifier_pairs": details})
+
+
+def _clear_identifiers(user, selection, *, mask_identifiers: bool, expected: Iterable[int] | None) -> list[int]:
+    """Refuse the freeze while a selected pair holds unmasked identifiers, unless the caller
+    asked to mask them (``expected``: only the pairs the user was shown; any other one is
+    refused again). Returns the ids masked."""
+    from curation.services.editing import qa_pairs_mask_identifiers
+
+    flagged = list(selection.filter(has_identifiers=True).order_by("pk").values_list("pk", "identifiers"))
+    if not flagged:
+        return []
+    unexpected = [row for row in flagged if expected is not None and row[0] not in set(expected)]
+    if not mask_identifiers or unexpected:
+        raise identifier_pairs_error(unexpected or flagged)
+    masked = qa_pairs_mask_identifiers(editor=user, pair_ids=[pk for pk, _found in flagged])
+    left = list(selection.filter(has_identifiers=True).order_by("pk").values_list("pk", "identifiers"))
+    if left:
+        raise identifier_pairs_error(left)
+    return masked
+
+
 def dataset_version_freeze(
     *,
     user,
@@ -401,12 +503,18 @@ def dataset_version_freeze(
     filters: dict | None = None,
     split: Sequence[float] | str = DEFAULT_SPLIT,
     seed: int = 42,
+    mask_identifiers: bool = False,
+    expected_flagged: Iterable[int] | None = None,
 ) -> DatasetVersion:
     """Freeze the approved pairs matching the filters into a new, immutable version.
 
     Curators and admins only. ``filters`` may hold ``synthetic`` (True / False / None) and
-    ``source`` / ``sources``. Raises ``InvalidInput`` for a bad name, ratio, seed or filter
-    and for an empty selection; nothing is written then.
+    ``source`` / ``sources``. Raises ``InvalidInput`` for a bad name, ratio, seed or filter,
+    for an empty selection, for a split with a ratio above 0 that would get no pair (naming
+    the minimum number of pairs needed) and while a selected pair holds unmasked identifiers
+    (``details["identifier_pairs"]``); nothing is written then. ``mask_identifiers`` masks
+    those pairs first (audited per pair), in the same transaction; ``expected_flagged``
+    limits that to the pairs the user was shown.
     """
     if not has_role(user, CURATOR):
         raise NotAllowed(_("Only curators and admins can freeze dataset versions."))
@@ -417,18 +525,23 @@ def dataset_version_freeze(
     description = str(description or "").strip()
 
     with transaction.atomic():
-        members = _members(chosen.queryset())
-        if not members:
+        if not chosen.queryset().exists():
             raise InvalidInput(
                 _("No approved QA pairs match these filters; approve pairs or widen the selection."),
                 details={"filters": chosen.as_dict()},
             )
+        masked = _clear_identifiers(user, chosen.queryset(), mask_identifiers=mask_identifiers, expected=expected_flagged)
+        members = _members(chosen.queryset())
         groups = cluster_members(members, near_duplicate_edges=_near_duplicate_edges())
         assignment = assign_splits(groups, ratios, seed)
+        held_out = _keep_tested_prompts_out_of_training(groups, assignment)
         by_split: dict[str, list[Member]] = {s: [] for s in SPLITS}
         for m in members:
             by_split[assignment[m.pk]].append(m)
         counts = {s: len(by_split[s]) for s in SPLITS}
+        error = _empty_split_error(ratios, counts, members)
+        if error is not None:
+            raise error
         synthetic_count = sum(1 for m in members if m.synthetic)
 
         version = DatasetVersion(
@@ -472,8 +585,12 @@ def dataset_version_freeze(
                 "filters": version.filters,
                 "split_ratios": version.split_ratios,
                 "seed": seed,
+                "masked_pairs": masked,
+                "held_out": held_out,
             },
         )
+    version.masked_pairs = masked
+    version.held_out = held_out  # not stored: pairs moved to test because an evaluation tests their question  # not stored: what this freeze masked first, for the caller to report
     return version
 
 
@@ -503,15 +620,23 @@ def dataset_version_export(*, version: DatasetVersion, format: str, out_dir: Pat
     ``user`` None means a trusted caller (the ``export_dataset`` command).
     """
     _check_reader(user)
-    exporter = _exporter(format)
+    return export_recorded(
+        _exporter(format), version=version, format=format, out_dir=out_dir, user=user,
+        action="dataset_version.export", summary=f"Exported dataset version {version.name} as {format}",
+    )
+
+
+def export_recorded(exporter, *, version, format: str, out_dir: Path, user, action: str, summary: str) -> list[Path]:
+    """Run ``exporter(version, out_dir)`` (creating ``out_dir``) and audit which files it wrote;
+    the files. Dataset and preference versions both export through it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = exporter(version, out_dir)
     audit_record(
         actor=user,
-        action="dataset_version.export",
+        action=action,
         target=version,
-        summary=f"Exported dataset version {version.name} as {format}",
+        summary=summary,
         changes={"format": format, "files": [p.relative_to(out_dir).as_posix() for p in paths]},
     )
     return paths
@@ -526,11 +651,19 @@ def dataset_version_export_zip(*, version: DatasetVersion, format: str, user=Non
 
     _check_reader(user)
     _exporter(format)
+    archive = zip_export(lambda out_dir: dataset_version_export(version=version, format=format, out_dir=out_dir, user=user))
+    return archive, f"{file_stem(version)}-{format}.zip"
+
+
+def zip_export(write, *, prefix: str = "medportal-export-"):
+    """Run ``write(out_dir)`` (an export that returns the files it wrote) in a temporary folder and
+    return those files as a .zip in an anonymous temporary file, positioned at 0 (deleted when
+    closed; nothing is left behind when ``write`` fails). Dataset and preference versions both use it."""
     archive = tempfile.TemporaryFile(suffix=".zip")
     try:
-        with tempfile.TemporaryDirectory(prefix="medportal-export-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
             out_dir = Path(tmp)
-            paths = dataset_version_export(version=version, format=format, out_dir=out_dir, user=user)
+            paths = write(out_dir)
             with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
                 for path in paths:
                     zf.write(path, arcname=path.relative_to(out_dir).as_posix())
@@ -538,4 +671,4 @@ def dataset_version_export_zip(*, version: DatasetVersion, format: str, user=Non
     except BaseException:
         archive.close()
         raise
-    return archive, f"{file_stem(version)}-{format}.zip"
+    return archive

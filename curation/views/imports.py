@@ -9,7 +9,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import JsonResponse
+from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.translation import gettext as _
@@ -26,13 +26,15 @@ from curation.selectors_imports import (
 from curation.services.imports import (
     import_batch_create_from_staged,
     import_batch_dispatch,
-    import_batch_fail_if_stale,
+    import_batch_file_download,
+    import_file_error_text,
     import_options_check,
     import_preview,
     import_staged_discard,
     import_staged_path,
     import_upload_stage,
 )
+from curation.validators import validate_text_encoding
 from medportal.errors import ApplicationError
 from medportal.roles import CURATOR, is_admin, role_required
 
@@ -114,7 +116,7 @@ class ImportMappingForm(ImportOptionsForm):
     token = forms.CharField(widget=forms.HiddenInput)
     # Detected in step 1 and carried along as they are (e.g. "utf-8-sig").
     format = forms.CharField(required=False, widget=forms.HiddenInput)
-    encoding = forms.CharField(required=False, widget=forms.HiddenInput)
+    encoding = forms.CharField(required=False, max_length=32, widget=forms.HiddenInput, validators=[validate_text_encoding])
 
     def __init__(self, *args, columns=(), mapping=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -156,7 +158,7 @@ def _start(request, batch: ImportBatch):
         messages.error(request, _("The file could not be imported: %(error)s") % {"error": batch.error})
         return redirect("curation:import-detail", pk=batch.pk)
     batch = import_batch_dispatch(batch=batch)
-    if batch.status == ImportBatch.Status.DONE:
+    if batch.status == ImportBatch.Status.SUCCEEDED:
         messages.success(
             request,
             _("Imported %(created)d pairs (%(duplicates)d duplicates, %(skipped)d skipped, %(errors)d row errors).")
@@ -238,7 +240,7 @@ def _mapping_step(request):
     try:
         base = import_preview(path=path, format=fmt, encoding=encoding)
     except ImportFileError as exc:
-        messages.error(request, str(exc))
+        messages.error(request, import_file_error_text(exc))
         _forget(request, token)
         return redirect("curation:import-create")
     form = ImportMappingForm(request.POST, columns=base.columns, mapping=base.mapping, user=request.user)
@@ -250,7 +252,7 @@ def _mapping_step(request):
         import_options_check(user=request.user, mapping=mapping, **options)
         preview = import_preview(path=path, mapping=mapping, format=options["format"], encoding=options["encoding"])
     except (ApplicationError, ImportFileError) as exc:
-        message = exc.message if isinstance(exc, ApplicationError) else str(exc)
+        message = exc.message if isinstance(exc, ApplicationError) else import_file_error_text(exc)
         return _render_mapping(request, form, base, path.name, error=message)
     if "confirm" not in request.POST:
         return _render_mapping(request, form, preview, path.name)
@@ -262,7 +264,7 @@ def _mapping_step(request):
 @role_required(CURATOR)
 @require_GET
 def import_detail(request, pk: int):
-    batch = import_batch_fail_if_stale(batch=access_import_batch(user=request.user, pk=pk))
+    batch = access_import_batch(user=request.user, pk=pk)
     kind = request.GET.get("kind", "")
     issues = batch.issues or []
     if kind in ("skipped", "error", "duplicate"):
@@ -278,14 +280,28 @@ def import_detail(request, pk: int):
             "progress_url": reverse("curation:import-progress", args=[batch.pk]),
             "running": batch.status in (ImportBatch.Status.QUEUED, ImportBatch.Status.RUNNING),
             "mapping": (batch.options or {}).get("mapping") or {},
+            "file_url": reverse("curation:import-file", args=[batch.pk]) if batch.file else "",
         },
     )
 
 
 @role_required(CURATOR)
 @require_GET
+def import_file(request, pk: int):
+    """The uploaded file of a batch, as an attachment, for its owner and admins (404 for anyone
+    else, the same answer as for a batch that does not exist). Uploads are never served from
+    MEDIA_URL; every download is in the audit log."""
+    batch = access_import_batch(user=request.user, pk=pk, with_issues=False)
+    handle = import_batch_file_download(user=request.user, batch=batch)
+    if handle is None:
+        raise Http404("No uploaded file.")
+    return FileResponse(handle, as_attachment=True, filename=batch.filename or "upload")
+
+
+@role_required(CURATOR)
+@require_GET
 def import_progress(request, pk: int):
-    batch = import_batch_fail_if_stale(batch=access_import_batch(user=request.user, pk=pk, with_issues=False))
+    batch = access_import_batch(user=request.user, pk=pk, with_issues=False)
     return JsonResponse(import_batch_progress(batch))
 
 
@@ -294,4 +310,5 @@ urlpatterns = [
     path("imports/new/", import_create, name="import-create"),
     path("imports/<int:pk>/", import_detail, name="import-detail"),
     path("imports/<int:pk>/progress/", import_progress, name="import-progress"),
+    path("imports/<int:pk>/file/", import_file, name="import-file"),
 ]

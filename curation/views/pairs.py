@@ -4,13 +4,14 @@ queue and reviewer agreement. Thin: access helpers and selectors read, services 
 from __future__ import annotations
 
 from itertools import groupby
+from urllib.parse import urlencode, urlsplit
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.forms import Select
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseRedirect, QueryDict
 from django.shortcuts import redirect, render
-from django.urls import path, reverse
+from django.urls import Resolver404, path, resolve, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -29,7 +30,8 @@ from curation.models import Department, QAPair
 from curation.services import editing, review
 from medportal.errors import ApplicationError, Conflict, InvalidInput, NotAllowed
 from medportal.pagination import CappedPaginator
-from medportal.roles import ADMIN, CLINICIAN, CURATOR, role_required
+from medportal.params import page_filter_ids, parse_id
+from medportal.roles import ADMIN, CLINICIAN, CURATOR, has_role, role_required
 
 # The list rows show a truncated question and labels: leave the long texts in the database.
 LIST_DEFERRED = ("input", "output", "system", "history", "reasoning", "search_text", "identifiers", "extra", "synthetic_meta")
@@ -42,30 +44,40 @@ def _safe_next(request, fallback: str) -> str:
     return fallback
 
 
-def _querystring(request, drop=("page",)) -> str:
-    params = request.GET.copy()
-    for name in drop:
-        params.pop(name, None)
-    return params.urlencode()
-
-
 # --- list -------------------------------------------------------------------------------------
 
 
-@role_required()
-@require_GET
-def pair_list(request):
-    filterset = selectors.qa_pair_filter(request.GET)
+def _list_params(target: str) -> QueryDict:
+    """The filters of the pair list at ``target`` (a local URL), or none."""
+    parts = urlsplit(target or "")
+    try:
+        match = resolve(parts.path)
+    except Resolver404:
+        return QueryDict()
+    return QueryDict(parts.query) if match.view_name == "curation:pair-list" else QueryDict()
+
+
+def _list_response(request, params, *, selected=(), all_matching=False, confirm=None, status=200):
+    """The pair list for the filters ``params``; after a refused or unconfirmed bulk action,
+    with the user's selection (ticked ids, the all-matching choice) kept."""
+    filterset = selectors.qa_pair_filter(params)
     for f in filterset.form.fields.values():
         css = "form-select form-select-sm" if isinstance(f.widget, Select) else "form-control form-control-sm"
         f.widget.attrs.setdefault("class", css)
     filter_errors = None
     try:
-        pairs = selectors.qa_pair_list(user=request.user, filters=request.GET)
+        pairs = selectors.qa_pair_list(user=request.user, filters=params)
     except InvalidInput as exc:
         pairs, filter_errors = QAPair.objects.none(), exc.details
-    page_size = selectors.page_size_from(request.GET.get("page_size"))
-    page = CappedPaginator(pairs.defer(*LIST_DEFERRED), page_size).get_page(request.GET.get("page"))
+    page_size = selectors.page_size_from(params.get("page_size"))
+    page = CappedPaginator(pairs.defer(*LIST_DEFERRED), page_size).get_page(params.get("page"))
+    q = params.get("q", "") if not filter_errors else ""
+    for p in page:
+        p.snippet = selectors.search_snippet(p.instruction, q) if q else None
+    query = params.copy()
+    list_url = reverse("curation:pair-list") + (f"?{query.urlencode()}" if query else "")
+    query.pop("page", None)
+    query.pop("sort", None)
     return render(
         request,
         "curation/pair_list.html",
@@ -75,45 +87,90 @@ def pair_list(request):
             "filter_errors": filter_errors,
             "page_size": page_size,
             "page_sizes": selectors.PAGE_SIZES,
-            "querystring": _querystring(request, drop=("page", "sort")),
-            "sort": request.GET.get("sort", ""),
+            "querystring": query.urlencode(),
+            "sort": params.get("sort", ""),
             "bulk_form": BulkForm(),
             "departments": Department.objects.all(),
             "difficulties": QAPair.Difficulty.choices,
-            "next": request.get_full_path(),
+            "next": list_url,
+            "selected": {int(i) for i in selected},
+            "all_matching": all_matching,
+            "confirm": confirm,
         },
+        status=status,
     )
+
+
+@role_required()
+@require_GET
+def pair_list(request):
+    return _list_response(request, request.GET)
+
+
+BULK_MAX = 10_000
 
 
 @role_required(CURATOR)
 @require_POST
 def pair_bulk(request):
     back = _safe_next(request, reverse("curation:pair-list"))
+    params = _list_params(back)
     form = BulkForm(request.POST)
+    ids = [i for i in request.POST.getlist("ids") if parse_id(i)]
+    all_matching = request.POST.get("all_matching") in ("on", "1", "true")
+
+    def refused(message: str, status: int = 400):
+        messages.error(request, message)
+        return _list_response(request, params, selected=ids, all_matching=all_matching, status=status)
+
     if not form.is_valid():
-        for errors in form.errors.values():
-            for error in errors:
-                messages.error(request, error)
-        return redirect(back)
-    action, value = form.cleaned_data["action"], form.cleaned_data["value"].strip()
+        return refused(" ".join(str(e) for errors in form.errors.values() for e in errors))
+    action, value = form.cleaned_data["action"], form.cleaned_data["value"]
     try:
-        versions = form.versions(request.POST)
+        if all_matching:
+            matching = selectors.qa_pair_list(user=request.user, filters=params)
+            count = matching.count()
+            if count > BULK_MAX:
+                return refused(_("The filter matches %(n)d pairs; narrow it to at most %(max)d.") % {"n": count, "max": BULK_MAX})
+            if not form.cleaned_data["confirmed"]:
+                if count == 0:
+                    return refused(_("No pair matches the filter."))
+                shown = str(dict(QAPair.Difficulty.choices).get(value, value)) if action == "difficulty" else value
+                confirm = {"action": action, "label": dict(BulkForm.ACTIONS)[action], "value": value, "shown": shown, "count": count}
+                return _list_response(request, params, selected=ids, all_matching=True, confirm=confirm)
+            if form.cleaned_data["expected"] != count:
+                return refused(
+                    _("The filter now matches %(n)d pairs, not the %(expected)d you confirmed; check and confirm again.")
+                    % {"n": count, "expected": form.cleaned_data["expected"] or 0}
+                )
+            versions = dict(matching.order_by().values_list("pk", "version"))
+        else:
+            versions = form.versions(request.POST)
         if action == "submit":
             result = review.qa_pair_bulk_submit(actor=request.user, versions=versions)
         else:
             labels = {"department": "department", "tag": "add_tag", "difficulty": "difficulty"}
             result = editing.qa_pair_bulk_label(actor=request.user, versions=versions, **{labels[action]: value})
     except NotAllowed as exc:
-        raise PermissionDenied(exc.message) from None
+        return refused(exc.message, status=403)
     except ApplicationError as exc:
-        messages.error(request, exc.message)
-        return redirect(back)
+        return refused(exc.message, status=_error_status(exc))
     except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-        return redirect(back)
+        return refused(" ".join(exc.messages))
     if result.done:
         messages.success(
             request, ngettext("Updated %(n)d pair.", "Updated %(n)d pairs.", len(result.done)) % {"n": len(result.done)}
+        )
+    flagged = getattr(result, "flagged", ())
+    if flagged:
+        messages.warning(
+            request,
+            ngettext(
+                "%(n)d submitted pair holds unmasked personal identifiers (%(ids)s); it cannot be frozen until it is masked.",
+                "%(n)d submitted pairs hold unmasked personal identifiers (%(ids)s); they cannot be frozen until they are masked.",
+                len(flagged),
+            )
+            % {"n": len(flagged), "ids": ", ".join(f"#{pk}" for pk in flagged[:20])},
         )
     if result.skipped:
         detail = "; ".join(f"#{pk}: {why}" for pk, why in list(result.skipped.items())[:10])
@@ -126,6 +183,52 @@ def pair_bulk(request):
 
 
 # --- detail -----------------------------------------------------------------------------------
+
+
+def _nav_list(request, target: str):
+    """The ordered list a pair page was opened from (the review queue or a filtered pair
+    list, named by ``next``), or None."""
+    parts = urlsplit(target or "")
+    try:
+        match = resolve(parts.path)
+    except Resolver404:
+        return None
+    params = QueryDict(parts.query)
+    if match.view_name == "curation:review-queue":
+        if not has_role(request.user, CLINICIAN):
+            return None
+        return selectors.review_queue(user=request.user, **_queue_scope(params))
+    if match.view_name == "curation:pair-list":
+        try:
+            return selectors.qa_pair_list(user=request.user, filters=params)
+        except InvalidInput:
+            return None
+    return None
+
+
+def _position(request) -> int | None:
+    raw = request.POST.get("pos") or request.GET.get("pos") or ""
+    return int(raw) if raw.isdigit() and raw.isascii() and len(raw) < 10 else None
+
+
+def _pair_url(pk: int, target: str, position: int) -> str:
+    return reverse("curation:pair-detail", args=[pk]) + "?" + urlencode({"next": target, "pos": position})
+
+
+def _navigation(request, pair_pk: int) -> dict | None:
+    """Previous / next pair in the list the page was opened from, with their links."""
+    target = _safe_next(request, "")
+    qs = _nav_list(request, target) if target else None
+    if qs is None:
+        return None
+    n = selectors.queue_neighbours(qs, pk=pair_pk, position=_position(request))
+    return {
+        "list_url": target,
+        "position": n.position,
+        "number": n.position + 1,
+        "previous_url": _pair_url(n.previous[0], target, n.previous[1]) if n.previous else "",
+        "next_url": _pair_url(n.next[0], target, n.next[1]) if n.next else "",
+    }
 
 
 def _detail_context(request, pair: QAPair, **forms) -> dict:
@@ -141,7 +244,9 @@ def _detail_context(request, pair: QAPair, **forms) -> dict:
         "quorum": review.review_quorum(),
         "comments": selectors.qa_pair_comments(pair),
         "revisions": selectors.qa_pair_revisions(pair),
-        "events": selectors.qa_pair_audit_events(pair),
+        "events": selectors.qa_pair_event_views(pair),
+        "extra_rows": selectors.key_values(pair.extra) if pair.extra else [],
+        "generator_rows": selectors.key_values(pair.synthetic_meta, first=("generator",)) if pair.synthetic else [],
         "tags": list(pair.tags.all()),
         "can_edit": review.edit_refusal(pair, user) is None,
         "can_submit": review.submit_refusal(pair, user) is None,
@@ -153,6 +258,7 @@ def _detail_context(request, pair: QAPair, **forms) -> dict:
         "comment_form": forms.get("comment_form") or CommentForm(),
         "reopen_form": forms.get("reopen_form") or ReopenForm(initial={"version": pair.version}),
         "next": _safe_next(request, ""),
+        "nav": _navigation(request, pair.pk),
     }
 
 
@@ -196,6 +302,7 @@ def pair_review(request, pk: int):
             decision=form.cleaned_data["decision"],
             comment=form.cleaned_data["comment"],
             version=form.cleaned_data["version"],
+            confirm_identifiers=form.cleaned_data["confirm_identifiers"],
         )
     except NotAllowed as exc:
         raise PermissionDenied(exc.message) from None
@@ -207,10 +314,23 @@ def pair_review(request, pk: int):
             form = _rebound(ReviewForm, request, fresh)
         elif isinstance(exc, InvalidInput) and details.get("comment"):
             form.add_error("comment", exc.message)
+        elif isinstance(exc, InvalidInput) and details.get("confirm_identifiers"):
+            form.add_error("confirm_identifiers", exc.message)
         else:
             messages.error(request, exc.message)
         return _detail_response(request, fresh, review_form=form, status=_error_status(exc))
     messages.success(request, _("Your review is recorded: %(decision)s.") % {"decision": done.get_decision_display()})
+    if request.POST.get("and_next"):
+        # "Record and next": the pair after this one in the list it was opened from (the
+        # review queue by default), in that list's order.
+        target = _safe_next(request, reverse("curation:review-queue"))
+        qs = _nav_list(request, target)
+        if qs is not None:
+            n = selectors.queue_neighbours(qs, pk=pair.pk, position=_position(request))
+            if n.next:
+                return redirect(_pair_url(n.next[0], target, n.next[1]))
+            messages.info(request, _("That was the last pair of this list."))
+            return redirect(target)
     return redirect(_safe_next(request, reverse("curation:pair-detail", args=[pair.pk])))
 
 
@@ -234,12 +354,13 @@ def _simple_action(request, pk, call, success: str):
 @role_required()
 @require_POST
 def pair_submit(request, pk: int):
-    return _simple_action(
-        request,
-        pk,
-        lambda pair, version: review.qa_pair_submit(pair=pair, actor=request.user, version=version),
-        _("Submitted for review."),
-    )
+    def submit(pair, version):
+        review.qa_pair_submit(pair=pair, actor=request.user, version=version)
+        warning = review.identifier_warning(pair)
+        if warning:
+            messages.warning(request, warning)
+
+    return _simple_action(request, pk, submit, _("Submitted for review."))
 
 
 @role_required(CURATOR)
@@ -358,12 +479,21 @@ def pair_edit(request, pk: int):
 # --- review queue and agreement ---------------------------------------------------------------
 
 
+def _queue_scope(params) -> dict:
+    """The queue's own filters; a department that is not an id is dropped (see review_queue)."""
+    return {"all_departments": params.get("all") == "1", "department": parse_id(params.get("department"))}
+
+
 @role_required(CLINICIAN)
 @require_GET
 def review_queue(request):
-    show_all = request.GET.get("all") == "1"
+    valid = page_filter_ids(request, "department") is not None  # not an id: nothing listed, and a message
+    scope = _queue_scope(request.GET)
+    show_all = scope["all_departments"]
     department_ids = selectors.reviewer_department_ids(request.user)
-    pairs = selectors.review_queue(user=request.user, all_departments=show_all, department_ids=department_ids)
+    pairs = selectors.review_queue(user=request.user, department_ids=department_ids, **scope)
+    if not valid:
+        pairs = pairs.none()
     page_size = selectors.page_size_from(request.GET.get("page_size"))
     page = CappedPaginator(pairs.defer(*LIST_DEFERRED), page_size).get_page(request.GET.get("page"))
     return render(
@@ -377,6 +507,9 @@ def review_queue(request):
             "quorum": review.review_quorum(),
             "page_sizes": selectors.PAGE_SIZES,
             "page_size": page_size,
+            "department_counts": selectors.review_queue_department_counts(user=request.user, department_ids=department_ids),
+            "department": scope["department"],
+            "next": request.get_full_path(),
         },
     )
 

@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods
 
-from curation.models import Disease, GenerationJob
+from curation.models import Disease
 from curation.selectors_rare import (
     FREQUENCY_CLASSES,
     access_disease,
@@ -145,16 +145,7 @@ def rare_generate(request):
             except ApplicationError as exc:
                 form.add_error(None, exc.message)
             else:
-                if job.status == GenerationJob.Status.DONE:
-                    messages.success(
-                        request,
-                        _("Generated %(created)d cases (%(duplicates)d duplicates skipped); they are in the review queue.")
-                        % {"created": job.created_count, "duplicates": job.duplicate_count},
-                    )
-                elif job.status == GenerationJob.Status.FAILED:
-                    messages.error(request, _("The generation failed: %(error)s") % {"error": job.error})
-                else:
-                    messages.info(request, _("The generation was queued; this page shows its progress."))
+                messages.info(request, _("The generation was queued; this page shows its progress."))
                 return redirect("curation:rare-job", pk=job.pk)
     else:
         picked = [d for d in request.GET.getlist("disease") if d.strip()]
@@ -174,7 +165,7 @@ def rare_job(request, pk: int):
             request,
             job=job,
             progress_url=reverse("curation:rare-job-progress", args=[job.pk]),
-            running=job.status in (GenerationJob.Status.QUEUED, GenerationJob.Status.RUNNING),
+            running=job.is_active,
         ),
     )
 

@@ -12,7 +12,7 @@ from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_http_methods
 
 from curation.exports import EXPORTERS, LABELS
@@ -31,6 +31,7 @@ from curation.services.versions import (
     dataset_version_freeze,
 )
 from medportal.errors import ApplicationError
+from medportal.params import parse_id
 from medportal.roles import CURATOR, role_required
 
 PAGE_SIZE = 25
@@ -122,7 +123,8 @@ class VersionForm(VersionFilterForm):
     ]
 
 
-def _matching_count(form: VersionFilterForm) -> tuple[int, int] | None:
+def _matching_count(form: VersionFilterForm) -> tuple[int, int, int] | None:
+    """(approved pairs, synthetic ones, ones with unmasked identifiers) the filters select."""
     if not form.is_valid():
         return None
     chosen = form.selection()
@@ -133,7 +135,7 @@ def _matching_count(form: VersionFilterForm) -> tuple[int, int] | None:
         synthetic=None if synthetic is None else synthetic == "yes",
         sources=[chosen["filters"]["source"]] if chosen["filters"]["source"] else [],
     )
-    return qs.count(), qs.filter(synthetic=True).count()
+    return qs.count(), qs.filter(synthetic=True).count(), qs.filter(has_identifiers=True).count()
 
 
 @role_required()
@@ -147,8 +149,12 @@ def version_list_view(request):
 @require_http_methods(["GET", "POST"])
 def version_create_view(request):
     form = VersionForm(request.POST or None)
+    identifier_pairs: list[dict] = []
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        # "Mask these pairs and freeze": only the pairs the user was shown are masked.
+        mask = request.POST.get("mask_identifiers") == "1"
+        shown = [n for n in map(parse_id, request.POST.getlist("mask_ids")) if n]
         try:
             version = dataset_version_freeze(
                 user=request.user,
@@ -156,11 +162,25 @@ def version_create_view(request):
                 description=data["description"],
                 split=(data["train"], data["validation"], data["test"]),
                 seed=data["seed"],
+                mask_identifiers=mask,
+                expected_flagged=shown if mask else None,
                 **form.selection(),
             )
         except ApplicationError as exc:
+            details = exc.details if isinstance(exc.details, dict) else {}
+            identifier_pairs = details.get("identifier_pairs") or []
             form.add_error(None, exc.message)
         else:
+            if version.masked_pairs:
+                messages.info(
+                    request,
+                    ngettext(
+                        "Masked the identifiers of %(n)d pair before freezing.",
+                        "Masked the identifiers of %(n)d pairs before freezing.",
+                        len(version.masked_pairs),
+                    )
+                    % {"n": len(version.masked_pairs)},
+                )
             messages.success(
                 request,
                 _("Froze dataset version “%(name)s”: %(train)s train, %(validation)s validation, %(test)s test.")
@@ -174,6 +194,7 @@ def version_create_view(request):
         {
             "form": form,
             "matching": matching,
+            "identifier_pairs": identifier_pairs,
             "filter_fields": [form["departments"], form["tags"]],
             "ratio_fields": [form["train"], form["validation"], form["test"]],
         },

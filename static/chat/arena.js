@@ -9,13 +9,8 @@
   var finished = {};
 
   function render(side, text) {
-    var el = document.getElementById("answer-" + side);
-    if (window.marked && window.DOMPurify) {
-      el.style.whiteSpace = "normal";
-      el.innerHTML = window.DOMPurify.sanitize(window.marked.parse(text));
-    } else {
-      el.textContent = text;
-    }
+    // static/medportal/markdown.js: model output is untrusted.
+    window.MedPortalMarkdown.render(document.getElementById("answer-" + side), text);
   }
 
   ["a", "b"].forEach(function (side) {
@@ -40,7 +35,9 @@
         socket.close();
       }
     } else if (frame.type === "error") {
-      errorBox.textContent = frame.message;
+      // A failed side gets the page's translated text: the server's reason would name the model.
+      var side = frame.details && frame.details.side;
+      errorBox.textContent = (side && arena.dataset["failed" + side.toUpperCase()]) || frame.message;
       errorBox.classList.remove("d-none");
     }
   };

@@ -1,5 +1,8 @@
 // MedPortal chat page: stream answers over the WebSocket, render markdown safely (marked +
-// DOMPurify; model output is never trusted as HTML), stop / regenerate, ratings by fetch.
+// DOMPurify; model output is never trusted as HTML), stop / regenerate, edit and resend the
+// last question, delete a message, retry a failed or interrupted answer, ratings by fetch.
+// The server stores every answer that started (complete, stopped, interrupted, failed) and
+// answers one question per chat at a time (a second tab is told "busy").
 (function () {
   "use strict";
 
@@ -32,14 +35,15 @@
   var current = null; // the assistant bubble being streamed
   var buffer = "";
   var socket = null;
+  var editing = null; // id of the question being edited
+  var retrying = false; // a regenerate / retry was sent: its "start" replaces the last answer
+  var generating = false;
+  var reconnectDelay = 1000;
+  var reloadOnOpen = false; // an answer was cut by the network: show what the server kept
+  var editingBox = document.getElementById("chat-editing");
 
   function renderMarkdown(el, text) {
-    if (window.marked && window.DOMPurify) {
-      el.style.whiteSpace = "normal";
-      el.innerHTML = window.DOMPurify.sanitize(window.marked.parse(text), { USE_PROFILES: { html: true } });
-    } else {
-      el.textContent = text;
-    }
+    window.MedPortalMarkdown.render(el, text); // static/medportal/markdown.js: model output is untrusted
   }
 
   function renderExisting() {
@@ -54,9 +58,73 @@
   }
 
   function busy(on) {
+    generating = on;
     sendBtn.disabled = on;
     regenBtn.disabled = on;
     stopBtn.classList.toggle("d-none", !on);
+    log.querySelectorAll(".chat-actions button").forEach(function (b) { b.disabled = on; });
+  }
+
+  function bubbles() { return Array.prototype.slice.call(log.querySelectorAll(".chat-msg")); }
+
+  function setStatus(div, status, text) {
+    div.dataset.status = status;
+    var head = div.querySelector(".chat-head");
+    var old = head.querySelector(".chat-status");
+    if (old) old.remove();
+    if (!text) return;
+    var badge = document.createElement("span");
+    badge.className = "badge chat-status ms-1 " + (status === "failed" ? "text-bg-danger" : "text-bg-warning");
+    badge.textContent = text;
+    head.appendChild(badge);
+  }
+
+  function actionButton(action, label, icon) {
+    var b = document.createElement("button");
+    b.type = "button";
+    b.className = "btn btn-link btn-sm p-0 me-2 text-decoration-none";
+    b.dataset.action = action;
+    b.disabled = generating;
+    var i = document.createElement("i");
+    i.className = "bi " + icon;
+    b.appendChild(i);
+    b.appendChild(document.createTextNode(" " + label));
+    return b;
+  }
+
+  // Edit on the last question, Retry on a last answer that failed or was interrupted (or a last
+  // question left without one), Delete on every stored message.
+  function refreshActions() {
+    log.querySelectorAll(".chat-actions").forEach(function (el) { el.remove(); });
+    var all = bubbles().filter(function (d) { return d.dataset.messageId; });
+    var users = all.filter(function (d) { return d.dataset.role === "user"; });
+    var lastUser = users[users.length - 1];
+    var last = all[all.length - 1];
+    all.forEach(function (div) {
+      var bar = document.createElement("div");
+      bar.className = "chat-actions small";
+      if (div === lastUser) bar.appendChild(actionButton("edit", i18n.edit, "bi-pencil"));
+      if (div === last && (div.dataset.role === "user" || div.dataset.status === "failed" || div.dataset.status === "interrupted")) {
+        bar.appendChild(actionButton("retry", i18n.retry, "bi-arrow-repeat"));
+      }
+      bar.appendChild(actionButton("delete", i18n.delete, "bi-trash"));
+      div.insertBefore(bar, div.querySelector(".chat-rating"));
+    });
+  }
+
+  function setTitle(title) {
+    if (!title) return;
+    var crumb = document.getElementById("chat-title");
+    if (crumb) crumb.textContent = title.length > 60 ? title.slice(0, 59) + "…" : title;
+    var item = document.getElementById("chat-list-current");
+    if (item) item.textContent = title.length > 40 ? title.slice(0, 39) + "…" : title;
+    var sep = document.title.lastIndexOf(" · ");
+    document.title = title + (sep >= 0 ? document.title.slice(sep) : "");
+  }
+
+  function stopEditing() {
+    editing = null;
+    editingBox.classList.add("d-none");
   }
 
   function bubble(role, text, label) {
@@ -65,8 +133,9 @@
     var div = document.createElement("div");
     div.className = "chat-msg mb-3 " + (role === "user" ? "chat-user" : "chat-assistant");
     div.dataset.role = role;
+    div.dataset.status = "complete";
     var head = document.createElement("div");
-    head.className = "small text-muted";
+    head.className = "small text-muted chat-head";
     head.textContent = role === "user" ? i18n.you : label || "";
     var body = document.createElement("div");
     body.className = "chat-content" + (role === "assistant" ? " chat-markdown" : "");
@@ -109,11 +178,21 @@
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + log.dataset.socket);
     stateBadge.textContent = stateBadge.dataset.connecting;
-    socket.onopen = function () { stateBadge.textContent = stateBadge.dataset.open; stateBadge.className = "badge text-bg-success"; };
+    socket.onopen = function () {
+      if (reloadOnOpen) { location.reload(); return; }
+      reconnectDelay = 1000;
+      stateBadge.textContent = stateBadge.dataset.open;
+      stateBadge.className = "badge text-bg-success";
+    };
     socket.onclose = function (event) {
       stateBadge.textContent = stateBadge.dataset.closed + (event.code >= 4000 ? " (" + event.code + ")" : "");
       stateBadge.className = "badge text-bg-danger";
+      if (current) { setStatus(current, "interrupted", i18n.interrupted); current = null; reloadOnOpen = true; } // the server keeps it so
       busy(false);
+      if (event.code < 4000) { // the network dropped: come back (a refusal stays closed)
+        setTimeout(connect, reconnectDelay);
+        reconnectDelay = Math.min(reconnectDelay * 2, 30000);
+      }
     };
     socket.onmessage = function (event) {
       var frame = JSON.parse(event.data);
@@ -121,9 +200,33 @@
         case "ready":
           break;
         case "user_message":
+          if (frame.replaces) { // edited: the old question and what followed it leave the page
+            var seen = false;
+            bubbles().forEach(function (d) {
+              if (d.dataset.messageId === String(frame.replaces)) seen = true;
+              if (seen) d.remove();
+            });
+          }
+          stopEditing();
           bubble("user", frame.content).dataset.messageId = frame.id;
+          setTitle(frame.title);
+          refreshActions();
+          break;
+        case "deleted":
+          frame.ids.forEach(function (id) {
+            var d = log.querySelector('.chat-msg[data-message-id="' + id + '"]');
+            if (d) d.remove();
+          });
+          if (editing && frame.ids.indexOf(Number(editing)) >= 0) stopEditing();
+          refreshActions();
           break;
         case "start":
+          if (retrying) { // the last answer is replaced by this one
+            var all = bubbles();
+            var lastDiv = all[all.length - 1];
+            if (lastDiv && lastDiv.dataset.role === "assistant") lastDiv.remove();
+            retrying = false;
+          }
           buffer = "";
           current = bubble("assistant", "", document.getElementById("model-label").textContent);
           current.querySelector(".chat-content").textContent = i18n.busy;
@@ -140,16 +243,29 @@
           if (!current) break;
           current.dataset.messageId = frame.message_id;
           renderMarkdown(current.querySelector(".chat-content"), frame.content);
-          var head = current.querySelector(".small");
+          var head = current.querySelector(".chat-head");
           head.textContent = frame.model + (frame.ttft_ms !== null ? " · " + frame.ttft_ms + " ms · " + frame.tokens_per_second + " tok/s" : "") +
             (frame.finish_reason === "cancelled" ? " · " + i18n.stopped : "");
+          if (frame.status === "interrupted") setStatus(current, "interrupted", i18n.interrupted);
           attachRating(current, frame.message_id);
           current = null;
+          refreshActions();
           scroll();
           break;
         case "error":
           busy(false);
-          if (current && !buffer) { current.remove(); current = null; }
+          retrying = false;
+          if (frame.message_id && current) { // the failed answer is stored: it can be retried
+            current.dataset.messageId = frame.message_id;
+            current.querySelector(".chat-content").textContent = "";
+            var err = document.createElement("div");
+            err.className = "chat-error small text-danger";
+            err.textContent = frame.message;
+            current.appendChild(err);
+            setStatus(current, "failed", i18n.failed);
+            current = null;
+            refreshActions();
+          } else if (current && !buffer) { current.remove(); current = null; }
           showError(frame.message);
           break;
       }
@@ -166,8 +282,29 @@
     event.preventDefault();
     var text = input.value.trim();
     if (!text) return;
-    send({ type: "message", content: text });
+    if (editing) send({ type: "edit", message_id: Number(editing), content: text });
+    else send({ type: "message", content: text });
     input.value = "";
+  });
+  document.getElementById("chat-edit-cancel").addEventListener("click", function () { stopEditing(); input.value = ""; });
+  log.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-action]");
+    if (!button || generating) return;
+    var div = button.closest(".chat-msg");
+    var action = button.dataset.action;
+    if (action === "edit") {
+      editing = div.dataset.messageId;
+      input.value = div.querySelector(".chat-content").textContent;
+      editingBox.classList.remove("d-none");
+      input.focus();
+    } else if (action === "retry") {
+      retrying = true;
+      send({ type: "regenerate" });
+    } else if (action === "delete") {
+      if (window.confirm(div.dataset.role === "user" ? i18n.confirmDeleteQuestion : i18n.confirmDeleteAnswer)) {
+        send({ type: "delete", message_id: Number(div.dataset.messageId) });
+      }
+    }
   });
   input.addEventListener("keydown", function (event) {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
@@ -177,11 +314,12 @@
   });
   stopBtn.addEventListener("click", function () { send({ type: "stop" }); });
   regenBtn.addEventListener("click", function () {
-    var last = log.querySelectorAll(".chat-assistant");
-    if (last.length) last[last.length - 1].remove();
+    retrying = true;
     send({ type: "regenerate" });
   });
   log.querySelectorAll(".rating-form").forEach(bindRating);
   renderExisting(); // deferred scripts run in order: marked and DOMPurify are loaded
+  refreshActions();
   connect();
+  scroll();
 })();

@@ -44,12 +44,27 @@
     e = e.replace("-", "");
     return parts[0] + "e" + sign + (e.length < 2 ? "0" + e : e);
   }
+  // Times are shown in the server's time zone (data-time-zone, Django's current one), as the
+  // server-rendered ones are, not in the browser's: "Y-m-d H:i:s".
+  var timeZone = root.getAttribute("data-time-zone") || undefined;
+  var timeParts = null;
+  try {
+    timeParts = new Intl.DateTimeFormat("en-US", {
+      timeZone: timeZone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit"
+    });
+  } catch (e) {
+    timeParts = new Intl.DateTimeFormat("en-US", {
+      hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit"
+    });
+  }
   function time(v) {
     if (!v) return "—";
     var d = new Date(v);
     if (isNaN(d.getTime())) return String(v);
-    function p(n) { return n < 10 ? "0" + n : String(n); }
-    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " + p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
+    var f = {};
+    timeParts.formatToParts(d).forEach(function (part) { f[part.type] = part.value; });
+    return f.year + "-" + f.month + "-" + f.day + " " + f.hour + ":" + f.minute + ":" + f.second;
   }
   var FORMAT = {
     epoch: fixed(2),

@@ -31,12 +31,12 @@ def lora_adapter_dir(demo_model_dir, tmp_path_factory):  # noqa: F811
 @pytest.fixture(autouse=True)
 def _fresh_backend(settings):
     """Each test gets its own in-process backend (no OpenAI server configured)."""
-    from chat.inference.registry import reset_backend
+    from training.runnables import reset_backends
 
     settings.MEDPORTAL_INFERENCE_URL = ""
-    reset_backend()
+    reset_backends()
     yield
-    reset_backend()
+    reset_backends()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ FAST = {"max_new_tokens": 12, "temperature": 0.0, "repetition_penalty": 1.0}
 
 
 def headers(user=None):
-    out = [(b"origin", b"http://testserver")]
+    out = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
     if user is not None:
         client = Client()
         client.force_login(user)

@@ -77,3 +77,88 @@ def test_the_endpoint_is_in_the_openapi_schema(client, clinician):
     client.force_login(clinician)
     schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/json").content.decode()
     assert "/api/v1/diagnose/" in schema and "medical_inquiry" in schema
+
+
+# --------------------------------------------------------------------------- cases with a reference
+
+
+@pytest.fixture
+def marfan(db):
+    from curation.models_rare import Disease
+
+    return Disease.objects.create(code="ORPHA:558", source="ORPHA", name="Marfan syndrome", name_zh="马凡综合征", synonyms=["马方综合征"])
+
+
+def test_an_inquiry_with_a_reference_is_kept_as_a_case_in_review(client, clinician, base_model, marfan):
+    from curation.models import QAPair
+
+    client.force_login(clinician)
+    body = {**BODY, "patient_info": "男，19岁，身高 195 cm", "symptoms": "视物模糊，晶状体脱位", "reference": "orpha:558"}
+    r = client.post(URL, body, content_type="application/json")
+    assert r.status_code == 200, r.content
+    case = r.json()["case"]
+    pair = QAPair.objects.get(pk=case["id"])
+    assert case == {"id": pair.pk, "status": "in_review", "url": f"/curation/pairs/{pair.pk}/", "disease": "ORPHA:558", "identifiers": []}
+    assert pair.status == QAPair.Status.IN_REVIEW and pair.author == clinician and pair.source == "diagnose"
+    assert pair.instruction == "患者信息：男，19岁，身高 195 cm\n症状描述：视物模糊，晶状体脱位\n检查结果：胸片示右上肺阴影\n请给出诊断建议。"
+    assert pair.output == "马凡综合征（ORPHA:558）" and pair.disease_codes == ["ORPHA:558"]
+    # the same case again is already kept: a 400 naming the pair, nothing new
+    again = client.post(URL, body, content_type="application/json")
+    assert again.status_code == 400 and f"#{pair.pk}" in again.json()["error"]["message"]
+    # without a reference nothing is kept
+    r = client.post(URL, BODY, content_type="application/json")
+    assert r.status_code == 200 and r.json()["case"] is None and QAPair.objects.count() == 1
+
+
+def test_a_case_keeps_the_reference_answer_and_flags_identifiers_streamed_too(client, curator, base_model, marfan):
+    from curation.models import QAPair
+
+    client.force_login(curator)
+    body = {**BODY, "patient_info": "住院号 ZY20240001，电话 13812345678", "reference": "ORPHA:558", "reference_answer": "马凡综合征：FBN1 突变", "stream": True}
+    r = client.post(URL, body, content_type="application/json")
+    events = [json.loads(line[5:]) for line in b"".join(r.streaming_content).decode().split("\n") if line.startswith("data:")]
+    case = events[-1]["case"]
+    pair = QAPair.objects.get(pk=case["id"])
+    assert pair.output == "马凡综合征：FBN1 突变" and pair.has_identifiers
+    assert case["identifiers"] and all(isinstance(k, str) for k in case["identifiers"])
+
+
+def test_an_unknown_reference_is_refused_and_nothing_is_kept(client, clinician, base_model, marfan):
+    from curation.models import QAPair
+
+    client.force_login(clinician)
+    for reference in ("ORPHA:999999", "Marfan", "OMIM:12"):
+        r = client.post(URL, {**BODY, "reference": reference}, content_type="application/json")
+        assert r.status_code == 400, (reference, r.content)
+        assert "reference" in json.dumps(r.json()) or "OMIM" in r.json()["error"]["message"]
+    assert not QAPair.objects.exists()
+
+
+def test_an_approved_frozen_case_is_scored_by_the_diagnosis_suite(client, clinician, curator, admin_user, base_model, marfan):
+    from curation.models import QAPair
+    from curation.services.versions import dataset_version_freeze
+    from training.models import EvalRun
+    from training.services.eval_suites import score_suites
+    from training.workers.evaluation import eval_samples_read
+
+    client.force_login(clinician)
+    ids = []
+    cases = [
+        ("男，19岁", "视物模糊两年，双侧晶状体向上脱位", "眼科检查：晶状体半脱位"),
+        ("女，25岁", "活动后胸闷气短，身材瘦高，手指细长", "心脏超声：主动脉根部扩张 4.8 cm"),
+        ("男，8岁", "脊柱侧弯进行性加重，漏斗胸", "X 线：胸椎侧弯 35 度"),
+        ("女，31岁", "妊娠中期突发剧烈胸背痛", "CT 血管造影：主动脉夹层"),
+    ]
+    for patient_info, symptoms, test_results in cases:
+        body = {**BODY, "patient_info": patient_info, "symptoms": symptoms, "test_results": test_results, "reference": "ORPHA:558"}
+        r = client.post(URL, body, content_type="application/json")
+        ids.append(r.json()["case"]["id"])
+    QAPair.objects.filter(pk__in=ids).update(status=QAPair.Status.APPROVED)  # the review itself is tested in curation
+    version = dataset_version_freeze(user=curator, name="diagnose-cases", split=(0.25, 0.0, 0.75))
+    run = EvalRun.objects.create(dataset_version=version, split="test", base_model=base_model, created_by=admin_user, suites=["diagnosis"])
+    samples = eval_samples_read(run)
+    assert len(samples) >= 2
+    predictions = ["考虑马方综合征。" if i % 2 == 0 else "Most likely a connective tissue disorder." for i in range(len(samples))]
+    per_sample, summary = score_suites(run, samples, predictions)
+    assert [p["diagnosis"]["top1"] for p in per_sample] == [i % 2 == 0 for i in range(len(samples))]
+    assert summary["diagnosis"]["n"] == len(samples)

@@ -3,15 +3,17 @@ OpenAI-compatible server and the HTTP backend talking to it."""
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import threading
 
 import pytest
 
-from chat.inference import SEED_CHAT_PARAMS, GenerationParams, InferenceError, ModelRef, ParamsError, StreamStats
-from chat.inference.local import LocalBackend
-from chat.inference.openai_http import OpenAIBackend
-from chat.inference.server import OpenAIServer
+from training.inference import SEED_CHAT_PARAMS, GenerationParams, InferenceError, ModelRef, ParamsError, StreamStats
+from training.inference.local import LocalBackend
+from training.inference.openai_http import OpenAIBackend
+from training.inference.server import OpenAIServer
 
 QUESTION = [{"role": "user", "content": "高血压患者平时需要注意什么？"}]
 
@@ -144,6 +146,25 @@ def test_the_openai_backend_streams_the_same_answer_from_the_server(server, back
     assert "".join(pieces) == backend.generate(ref, QUESTION, params)
     assert len(pieces) >= 2 and stats.completion_tokens >= 1 and stats.prompt_tokens > 5 and stats.finish_reason in ("stop", "length")
     client.close()
+
+
+def test_a_refused_post_leaves_the_kept_alive_connection_usable(server):
+    """A POST answered before its body was read (wrong key, no such route, runtime LoRA off)
+    must not leave the body on the connection, to be read as the next request ("400 Bad
+    request syntax" for the request that follows)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    body = json.dumps({"lora_name": "a", "lora_path": "/nowhere"})
+    for path, key in (("/v1/load_lora_adapter", "k1"), ("/v1/nothing-here", "k1"), ("/v1/chat/completions", "wrong")):
+        conn.request("POST", path, body=body, headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        answer = conn.getresponse()
+        answer.read()
+        assert answer.status in (401, 404), (path, answer.status)
+        conn.request("GET", "/v1/models", headers={"Authorization": "Bearer k1"})
+        models = conn.getresponse()
+        assert models.status == 200 and json.loads(models.read())["data"][0]["id"] == "demo", path
+    conn.close()
 
 
 def test_the_server_answers_plain_completions_and_clear_errors(server):

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from chat.inference import GenerationParams, InferenceError, ModelRef
-from chat.inference.local import LocalBackend
-from chat.inference.openai_http import OpenAIBackend
+from training.inference import GenerationParams, InferenceError, ModelRef
+from training.inference.local import LocalBackend
+from training.inference.openai_http import OpenAIBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = [{"role": "user", "content": "发烧三天应该怎么办？"}]

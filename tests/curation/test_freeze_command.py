@@ -22,8 +22,9 @@ def run(*args) -> list[str]:
 
 @pytest.fixture
 def pairs(make_pair, curator):
-    for i in range(10):
-        make_pair(curator, status=APPROVED, department="心内科" if i < 6 else "儿科", tags=["高血压"] if i % 2 else [])
+    # 8 + 6 pairs: enough for every split of 0.8/0.1/0.1 to get a pair
+    for i in range(14):
+        make_pair(curator, status=APPROVED, department="心内科" if i < 8 else "儿科", tags=["高血压"] if i % 2 else [])
 
 
 def test_json_mode_ends_with_exactly_the_version_id_hash_and_counts(pairs, admin_user):
@@ -33,7 +34,7 @@ def test_json_mode_ends_with_exactly_the_version_id_hash_and_counts(pairs, admin
     assert result == {"version_id": version.pk, "hash": version.content_hash, "counts": version.counts}
     assert list(result) == ["version_id", "hash", "counts"]
     assert list(result["counts"]) == ["train", "validation", "test"]
-    assert sum(result["counts"].values()) == 10
+    assert sum(result["counts"].values()) == 14
     assert version.created_by == admin_user
 
 
@@ -53,7 +54,7 @@ def test_it_filters_splits_and_seeds_as_asked(pairs, curator):
         "curator",
     )
     version = DatasetVersion.objects.get()
-    assert version.total == 3
+    assert version.total == 4
     assert version.split_ratios == [0.5, 0.5, 0.0]
     assert version.seed == 9
     assert version.counts["test"] == 0

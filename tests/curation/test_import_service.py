@@ -16,8 +16,10 @@ from curation.services.imports import (
     derive_many,
     import_batch_create,
     import_batch_dispatch,
-    import_batch_run,
 )
+from curation.workers import imports as worker
+from medportal import jobs
+from curation.workers.imports import import_batch_run
 from medportal.errors import InvalidInput, NotAllowed
 from medportal.models import AuditEvent
 
@@ -99,7 +101,7 @@ def test_imported_pairs_carry_the_derived_fields_of_core_derive(curator, tmp_pat
 def test_it_imports_an_alpaca_file_with_provenance_revision_and_audit(curator, tmp_path):
     path = write_jsonl(tmp_path / "gastro.jsonl", alpaca(5))
     batch = run_file(curator, path)
-    assert batch.status == ImportBatch.Status.DONE and batch.finished_at
+    assert batch.status == ImportBatch.Status.SUCCEEDED and batch.finished_at
     assert (batch.rows_total, batch.rows_done, batch.created_count, batch.duplicate_count) == (5, 5, 5, 0)
     assert batch.format == "alpaca" and batch.encoding
     assert batch.source_path == str(path.resolve()) and not batch.file
@@ -295,7 +297,7 @@ def test_a_file_level_error_found_while_reading_creates_nothing(curator, tmp_pat
 def test_a_pair_stored_between_the_two_phases_becomes_a_duplicate(curator, make_pair, tmp_path, monkeypatch):
     records = alpaca(3)
     path = write_jsonl(tmp_path / "race.jsonl", records)
-    real_read = svc._read
+    real_read = svc.import_plan_read
     sneaked = {}
 
     def read_then_someone_else_writes(batch, options):
@@ -303,7 +305,7 @@ def test_a_pair_stored_between_the_two_phases_becomes_a_duplicate(curator, make_
         sneaked["pair"] = make_pair(curator, instruction=records[1]["instruction"], output=records[1]["output"])
         return plan
 
-    monkeypatch.setattr(svc, "_read", read_then_someone_else_writes)
+    monkeypatch.setattr(worker, "import_plan_read", read_then_someone_else_writes)
     batch = run_file(curator, path)
     assert (batch.created_count, batch.duplicate_count) == (2, 1)
     assert batch.issues[0]["row"] == 2 and batch.issues[0]["duplicate_of"] == sneaked["pair"].pk
@@ -372,7 +374,7 @@ def test_a_batch_runs_only_once_even_if_the_task_is_delivered_twice(curator, tmp
     batch = import_batch_create(user=curator, path_or_upload=write_jsonl(tmp_path / "t.jsonl", alpaca(3)))
     assert import_batch_run(batch_id=batch.pk).created_count == 3
     again = import_batch_run(batch_id=batch.pk)
-    assert again.status == ImportBatch.Status.DONE and again.created_count == 3
+    assert again.status == ImportBatch.Status.SUCCEEDED and again.created_count == 3
     assert QAPair.objects.count() == 3
     assert AuditEvent.objects.filter(action="import.run").count() == 1
 
@@ -387,7 +389,7 @@ def test_a_running_batch_is_not_claimed_by_a_second_worker(curator, tmp_path):
 def test_small_files_run_inline(curator, tmp_path, settings):
     settings.MEDPORTAL_IMPORT_INLINE_MAX_BYTES = 1024 * 1024
     batch = import_batch_create(user=curator, path_or_upload=write_jsonl(tmp_path / "s.jsonl", alpaca(3)))
-    assert import_batch_dispatch(batch=batch).status == ImportBatch.Status.DONE
+    assert import_batch_dispatch(batch=batch).status == ImportBatch.Status.SUCCEEDED
 
 
 def test_large_files_are_enqueued_with_the_id_only_after_commit(curator, tmp_path, settings, monkeypatch, django_capture_on_commit_callbacks):
@@ -400,7 +402,7 @@ def test_large_files_are_enqueued_with_the_id_only_after_commit(curator, tmp_pat
         assert result.status == ImportBatch.Status.QUEUED and calls == []
     assert len(callbacks) == 1
     callbacks[0]()
-    assert calls == [(("curation.tasks.import_batch_task", batch.pk), {"hook": "curation.tasks.import_batch_hook", "task_name": f"import-batch-{batch.pk}"})]
+    assert calls == [(("curation.tasks.import_batch_task", batch.pk), {"hook": "medportal.jobs.task_hook", "task_name": f"import-{batch.pk}"})]
 
 
 def test_the_task_runs_the_batch_and_returns_its_counts(curator, tmp_path):
@@ -408,17 +410,17 @@ def test_the_task_runs_the_batch_and_returns_its_counts(curator, tmp_path):
 
     batch = import_batch_create(user=curator, path_or_upload=write_jsonl(tmp_path / "task.jsonl", alpaca(3)))
     result = import_batch_task(batch.pk)
-    assert result["status"] == "done" and result["created"] == 3 and result["batch"] == batch.pk
+    assert result["status"] == "succeeded" and result["created"] == 3 and result["batch"] == batch.pk
 
 
 def test_a_task_that_died_leaves_its_error_on_the_batch(curator, tmp_path):
     from types import SimpleNamespace
 
-    from curation.tasks import import_batch_hook
+    from medportal.jobs import task_hook
 
     batch = import_batch_create(user=curator, path_or_upload=write_jsonl(tmp_path / "dead.jsonl", alpaca(3)))
     ImportBatch.objects.filter(pk=batch.pk).update(status=ImportBatch.Status.RUNNING)
-    import_batch_hook(SimpleNamespace(success=False, args=(batch.pk,), id="t1", result="MemoryError"))
+    task_hook(SimpleNamespace(success=False, func="curation.tasks.import_batch_task", args=(batch.pk,), id="t1", result="MemoryError"))
     batch.refresh_from_db()
     assert batch.status == ImportBatch.Status.FAILED and "MemoryError" in batch.error
 
@@ -429,7 +431,7 @@ def test_a_broker_failure_when_enqueueing_is_stored_on_the_batch(curator, tmp_pa
 
     monkeypatch.setattr("django_q.tasks.async_task", down)
     batch = import_batch_create(user=curator, path_or_upload=write_jsonl(tmp_path / "q.jsonl", alpaca(1)))
-    svc._enqueue(batch.pk)
+    jobs.enqueue("import", batch.pk)
     batch.refresh_from_db()
     assert batch.status == ImportBatch.Status.FAILED and "redis is down" in batch.error
 
@@ -438,7 +440,7 @@ def test_progress_is_written_while_reading(curator, tmp_path, monkeypatch):
     monkeypatch.setattr(svc, "CHUNK", 10)
     seen = []
     real = svc._progress
-    monkeypatch.setattr(svc, "_progress", lambda pk, done, total: (seen.append((done, total)), real(pk, done, total)))
+    monkeypatch.setattr(svc, "_progress", lambda batch, done, total: (seen.append((done, total)), real(batch, done, total)))
     batch = run_file(curator, write_jsonl(tmp_path / "p.jsonl", alpaca(25)))
     assert batch.created_count == 25
     assert [d for d, _ in seen] == [0, 10, 20, 25, 25]
@@ -487,3 +489,53 @@ def test_fast_insert_stores_exactly_what_the_orm_stores(curator):
     assert fast == orm
     stored = QAPair.objects.get(content_hash="a" * 64)
     assert stored.created_at == stored.updated_at == now
+
+
+def test_a_batch_cancelled_while_it_runs_stores_nothing(curator, tmp_path, monkeypatch):
+    monkeypatch.setattr(svc, "CHUNK", 10)
+    real = svc.derive_many
+    batch = import_batch_create(user=curator, path_or_upload=write_jsonl(tmp_path / "c.jsonl", alpaca(35)))
+
+    def cancel_during_the_read(rows):
+        jobs.request_cancel("import", batch.pk)  # someone cancels while the worker reads
+        return real(rows)
+
+    monkeypatch.setattr(svc, "derive_many", cancel_during_the_read)
+    ended = import_batch_run(batch_id=batch.pk)
+    assert ended.status == ImportBatch.Status.CANCELLED and ended.error == "" and ended.finished_at
+    assert not QAPair.objects.exists()
+
+
+def test_a_batch_cancelled_before_its_write_phase_commits_stores_nothing(curator, tmp_path, monkeypatch):
+    real = worker.import_plan_write
+    batch = import_batch_create(user=curator, path_or_upload=write_jsonl(tmp_path / "w.jsonl", alpaca(5)))
+    written = []
+
+    def cancel_then_write(batch_row, options, plan):
+        jobs.request_cancel("import", batch.pk)  # the cancel lands between the read and the write phase
+        try:
+            real(batch_row, options, plan)
+        finally:
+            written.append(True)
+
+    monkeypatch.setattr(worker, "import_plan_write", cancel_then_write)
+    ended = import_batch_run(batch_id=batch.pk)
+    assert written  # the write phase ran, inserted, and rolled back at its conditional succeed
+    assert ended.status == ImportBatch.Status.CANCELLED and ended.created_count == 0
+    assert not QAPair.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_import_with_a_nul_character_stores_the_other_rows_and_reports_the_row(curator, tmp_path):
+    """On PostgreSQL a NUL reached the INSERT and failed the whole batch (DataError)."""
+    path = tmp_path / "nul.jsonl"
+    path.write_text(
+        json.dumps({"instruction": "坏\u0000问题", "output": "答"}, ensure_ascii=False) + "\n"
+        + json.dumps({"instruction": "好问题：咳嗽怎么办", "output": "多喝水", "meta": "x\u0000"}, ensure_ascii=False) + "\n"
+        + json.dumps({"instruction": "第二个好问题：发热怎么办", "output": "休息"}, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
+    batch = run_file(curator, path)
+    assert batch.status == ImportBatch.Status.SUCCEEDED, batch.error
+    assert list(QAPair.objects.filter(import_batch=batch).values_list("instruction", flat=True)) == ["第二个好问题：发热怎么办"]
+    assert batch.error_count == 2

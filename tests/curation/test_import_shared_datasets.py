@@ -18,7 +18,8 @@ import pytest
 from django.db.models import Q
 
 from curation.models import ImportBatch, QAPair
-from curation.services.imports import import_batch_create, import_batch_run
+from curation.services.imports import import_batch_create
+from curation.workers.imports import import_batch_run
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.django_db]
 
@@ -48,7 +49,7 @@ def run(user, path: Path, **options) -> ImportBatch:
     batch = import_batch_create(user=user, path_or_upload=path, **options)
     assert batch.status == ImportBatch.Status.QUEUED, batch.error
     batch = import_batch_run(batch_id=batch.pk)
-    assert batch.status == ImportBatch.Status.DONE, batch.error
+    assert batch.status == ImportBatch.Status.SUCCEEDED, batch.error
     assert batch.created_count + batch.duplicate_count + batch.skipped_count + batch.error_count == batch.rows_total
     assert QAPair.objects.count() - before == batch.created_count
     assert sum(1 for i in batch.issues if i["kind"] == "duplicate") == batch.duplicate_count

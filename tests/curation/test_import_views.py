@@ -10,7 +10,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from curation.models import ImportBatch, QAPair
-from curation.services.imports import import_batch_create, import_batch_run
+from curation.services.imports import import_batch_create
+from curation.workers.imports import import_batch_run
 from medportal.models import AuditEvent
 
 
@@ -79,12 +80,12 @@ def test_the_list_shows_own_batches_to_curators_and_all_to_admins(client, curato
 
 def test_the_list_query_count_does_not_grow_with_the_page(client, admin_user, curator, tmp_path, django_assert_max_num_queries):
     for i in range(3):
-        ImportBatch.objects.create(created_by=curator, filename=f"f{i}.json", status="done")
+        ImportBatch.objects.create(created_by=curator, filename=f"f{i}.json", status="succeeded")
     client.force_login(admin_user)
     with django_assert_max_num_queries(12) as small:
         client.get(reverse("curation:import-list"))
     for i in range(22):
-        ImportBatch.objects.create(created_by=admin_user if i % 2 else curator, filename=f"g{i}.json", status="done")
+        ImportBatch.objects.create(created_by=admin_user if i % 2 else curator, filename=f"g{i}.json", status="succeeded")
     with django_assert_max_num_queries(len(small.captured_queries)):
         response = client.get(reverse("curation:import-list"))
     assert response.content.decode().count("data-batch=") == 25
@@ -98,7 +99,7 @@ def test_uploading_a_json_file_imports_it_at_once_and_shows_the_report(client, c
     response = client.post(reverse("curation:import-create"), {"file": upload("flu.json", alpaca_bytes(3)), "format": "", "encoding": "", "department": "妇产科", "status": "draft"})
     batch = ImportBatch.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse("curation:import-detail", args=[batch.pk])
-    assert batch.status == "done" and batch.created_count == 3 and batch.file
+    assert batch.status == "succeeded" and batch.created_count == 3 and batch.file
     assert set(QAPair.objects.values_list("department__name", flat=True)) == {"妇产科"}
     page = client.get(response["Location"]).content.decode()
     assert "flu.json" in page and 'data-count="created">3<' in page
@@ -126,7 +127,7 @@ def test_a_csv_upload_shows_columns_and_a_preview_then_imports_with_the_chosen_m
 
     done = client.post(reverse("curation:import-create"), {**form, **mapping, "confirm": "1"})
     batch = ImportBatch.objects.get()
-    assert done.status_code == 302 and batch.status == "done" and batch.created_count == 2
+    assert done.status_code == 302 and batch.status == "succeeded" and batch.created_count == 2
     assert batch.options["mapping"]["instruction"] == "title"
     assert sorted(QAPair.objects.values_list("instruction", flat=True)) == ["胃胀", "高血压能吃党参吗"]
     assert QAPair.objects.get(instruction="胃胀").extra["ask"] == "饭后胃胀怎么办？"
@@ -224,7 +225,7 @@ def test_large_uploads_are_queued_and_the_detail_page_polls_progress(client, cur
     assert progress["status"] == "queued" and progress["finished"] is False and progress["phase"] == "queued"
     import_batch_run(batch_id=batch.pk)
     progress = client.get(reverse("curation:import-progress", args=[batch.pk])).json()
-    assert progress == {**progress, "status": "done", "finished": True, "percent": 100, "created": 5, "rows_done": 5, "rows_total": 5}
+    assert progress == {**progress, "status": "succeeded", "finished": True, "percent": 100, "created": 5, "rows_done": 5, "rows_total": 5}
     assert "medportal/import.js" not in client.get(response["Location"]).content.decode()
 
 
@@ -253,7 +254,7 @@ def test_api_upload_imports_small_files_at_once(client, curator):
     response = client.post("/api/v1/imports/", {"file": upload("api.json", alpaca_bytes(3)), "department": "儿科"})
     assert response.status_code == 201, response.content
     body = response.json()
-    assert body["status"] == "done" and body["counts"]["created"] == 3 and body["issues"] == []
+    assert body["status"] == "succeeded" and body["counts"]["created"] == 3 and body["issues"] == []
     assert body["created_by"] == "curator"
     detail = client.get(f"/api/v1/imports/{body['id']}/").json()
     assert detail["counts"] == body["counts"]
@@ -323,31 +324,34 @@ def test_api_role_matrix_and_object_access(client, curator, curator2, admin_user
 
 def test_api_list_query_count_does_not_grow(client, admin_user, curator, django_assert_max_num_queries):
     client.force_login(admin_user)
-    ImportBatch.objects.create(created_by=curator, filename="a.json", status="done")
+    ImportBatch.objects.create(created_by=curator, filename="a.json", status="succeeded")
     with django_assert_max_num_queries(12) as small:
         client.get("/api/v1/imports/")
     for i in range(20):
-        ImportBatch.objects.create(created_by=curator, filename=f"{i}.json", status="done")
+        ImportBatch.objects.create(created_by=curator, filename=f"{i}.json", status="succeeded")
     with django_assert_max_num_queries(len(small.captured_queries)):
         assert client.get("/api/v1/imports/").json()["count"] == 21
 
 
-def test_a_running_batch_whose_worker_went_silent_is_shown_as_failed(client, curator, settings):
+def test_a_running_batch_whose_worker_went_silent_is_failed_by_the_reaper_not_by_reading_it(client, curator, settings):
     from datetime import timedelta
 
     from django.utils import timezone
 
     from curation.models import ImportBatch
     from curation.services.imports import import_batch_stale_after
+    from medportal.jobs import reap_silent
 
     silent = timezone.now() - import_batch_stale_after() - timedelta(seconds=5)
-    dead = ImportBatch.objects.create(created_by=curator, filename="big.jsonl", status="running", heartbeat_at=silent)
-    alive = ImportBatch.objects.create(created_by=curator, filename="big2.jsonl", status="running", heartbeat_at=timezone.now())
+    dead = ImportBatch.objects.create(created_by=curator, filename="big.jsonl", status="running", heartbeat_at=silent, attempt=1)
+    alive = ImportBatch.objects.create(created_by=curator, filename="big2.jsonl", status="running", heartbeat_at=timezone.now(), attempt=1)
     client.force_login(curator)
     body = client.get(f"/curation/imports/{dead.pk}/progress/").json()
+    assert body["status"] == "running"  # a GET never changes a job
+    assert reap_silent() == {"import": [dead.pk]}
     dead.refresh_from_db()
-    assert dead.status == "failed" and "stopped answering" in dead.error and dead.finished_at
-    assert body["status"] == "failed"
-    client.get(f"/curation/imports/{alive.pk}/")
+    assert dead.status == "failed" and "stopped sending heartbeats" in dead.error and "import the file again" in dead.error
+    assert dead.finished_at
+    assert client.get(f"/curation/imports/{dead.pk}/progress/").json()["status"] == "failed"
     alive.refresh_from_db()
     assert alive.status == "running" and not alive.error

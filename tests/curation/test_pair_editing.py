@@ -103,15 +103,6 @@ def test_masking_covers_every_text_field_and_the_history(make_pair, curator):
     assert pair.has_identifiers is False
 
 
-@pytest.mark.parametrize("status", [S.APPROVED, S.REJECTED])
-def test_decided_pairs_cannot_be_masked_until_reopened(make_pair, curator, status):
-    pair = make_pair(curator, instruction="电话 13800138000，怎么办？", status=status)
-    from medportal.errors import InvalidTransition
-
-    with pytest.raises(InvalidTransition):
-        editing.qa_pair_mask_identifiers(pair=pair, editor=curator, version=1)
-
-
 def test_bulk_label_skips_locked_pairs_and_reports_them(make_pair, curator):
     a = make_pair(curator)
     locked = make_pair(curator, status=S.IN_REVIEW, review_round=1)

@@ -112,23 +112,23 @@ PAGES = [
 ]
 
 API = [
-    ("api-list", "get", lambda p: "/api/v1/pairs/", S.DRAFT, None, (200, 200, 200, 403, 403)),
+    ("api-list", "get", lambda p: "/api/v1/pairs/", S.DRAFT, None, (200, 200, 200, 403, 401)),
     (
         "api-create",
         "post",
         lambda p: "/api/v1/pairs/",
         S.DRAFT,
         lambda p: {"instruction": "API 新问题？", "output": "API 新回答。"},
-        (201, 403, 201, 403, 403),
+        (201, 403, 201, 403, 401),
     ),
-    ("api-detail", "get", lambda p: f"/api/v1/pairs/{p.pk}/", S.DRAFT, None, (200, 200, 200, 403, 403)),
+    ("api-detail", "get", lambda p: f"/api/v1/pairs/{p.pk}/", S.DRAFT, None, (200, 200, 200, 403, 401)),
     (
         "api-update",
         "patch",
         lambda p: f"/api/v1/pairs/{p.pk}/",
         S.DRAFT,
         lambda p: {"difficulty": "hard", "version": p.version},
-        (200, 403, 200, 403, 403),
+        (200, 403, 200, 403, 401),
     ),
     (
         "api-submit",
@@ -136,7 +136,7 @@ API = [
         lambda p: f"/api/v1/pairs/{p.pk}/submit/",
         S.DRAFT,
         lambda p: {"version": p.version},
-        (200, 403, 200, 403, 403),
+        (200, 403, 200, 403, 401),
     ),
     (
         "api-review",
@@ -144,7 +144,7 @@ API = [
         lambda p: f"/api/v1/pairs/{p.pk}/review/",
         S.IN_REVIEW,
         lambda p: {"decision": "approve", "version": p.version},
-        (403, 201, 201, 403, 403),
+        (403, 201, 201, 403, 401),
     ),
     (
         "api-mask",
@@ -152,7 +152,7 @@ API = [
         lambda p: f"/api/v1/pairs/{p.pk}/mask-identifiers/",
         "phone",
         lambda p: {"version": p.version},
-        (200, 403, 200, 403, 403),
+        (200, 403, 200, 403, 401),
     ),
     (
         "api-reopen",
@@ -160,18 +160,18 @@ API = [
         lambda p: f"/api/v1/pairs/{p.pk}/reopen/",
         S.REJECTED,
         lambda p: {"reason": "复核", "version": p.version},
-        (403, 403, 200, 403, 403),
+        (403, 403, 200, 403, 401),
     ),
-    ("api-comments", "get", lambda p: f"/api/v1/pairs/{p.pk}/comments/", S.DRAFT, None, (200, 200, 200, 403, 403)),
+    ("api-comments", "get", lambda p: f"/api/v1/pairs/{p.pk}/comments/", S.DRAFT, None, (200, 200, 200, 403, 401)),
     (
         "api-comment",
         "post",
         lambda p: f"/api/v1/pairs/{p.pk}/comments/",
         S.DRAFT,
         lambda p: {"body": "好"},
-        (201, 201, 201, 403, 403),
+        (201, 201, 201, 403, 401),
     ),
-    ("api-queue", "get", lambda p: "/api/v1/review-queue/", S.IN_REVIEW, None, (403, 200, 200, 403, 403)),
+    ("api-queue", "get", lambda p: "/api/v1/review-queue/", S.IN_REVIEW, None, (403, 200, 200, 403, 401)),
 ]
 
 

@@ -533,7 +533,7 @@ def test_medquad_legacy_schema_and_removed_answers_in_a_folder(tmp_path):
 
 def test_xml_errors(tmp_path):
     message = error_of(write(tmp_path, "bad.xml", "<Document>\n<QAPairs></Document>"))
-    assert message.startswith("Invalid XML at line 2, column ") and message.endswith(": mismatched tag.")
+    assert message.startswith("Malformed XML at line 2, column ") and message.endswith(": mismatched tag.")
     assert error_of(write(tmp_path, "other.xml", "<rss><item/></rss>")) == (
         "The XML root element is <rss>; expected a MedQuAD <Document>."
     )
@@ -699,3 +699,42 @@ def test_an_unpaired_surrogate_escape_is_a_row_error_and_a_paired_one_is_kept(tm
     assert isinstance(first, RowIssue) and first.kind == "error" and first.row == 1
     assert "unpaired surrogate" in first.message and "\\ud800" in first.message
     assert isinstance(second, ParsedRecord) and second.instruction == "smile \U0001f600"
+
+
+def test_a_nul_character_is_a_row_error_naming_the_field_and_the_rest_is_kept(tmp_path):
+    """NUL (\\u0000) cannot be stored in a PostgreSQL text or jsonb column: the row is refused
+    with the field and position, as an unpaired surrogate is, instead of failing the import."""
+    path = tmp_path / "nul.jsonl"
+    path.write_text(
+        '{"instruction": "ab\\u0000c", "output": "x"}\n'
+        '{"instruction": "fine", "output": "ok", "note": {"deep": ["y\\u0000"]}}\n'
+        '{"instruction": "kept", "output": "ok"}\n',
+        encoding="utf-8",
+    )
+    first, second, third = items(path)
+    assert isinstance(first, RowIssue) and first.kind == "error" and first.row == 1
+    assert "'instruction'" in first.message and "NUL" in first.message and "character 3" in first.message
+    assert isinstance(second, RowIssue) and second.kind == "error" and "'note'" in second.message
+    assert isinstance(third, ParsedRecord) and third.instruction == "kept"
+
+
+def test_a_nul_character_in_a_pubmedqa_record_is_a_row_error(tmp_path):
+    doc = {
+        "111": {"QUESTION": "Does X work?", "CONTEXTS": ["c1"], "MESHES": ["m\u0000"], "final_decision": "yes", "LONG_ANSWER": "It does."},
+        "2\u00002": {"QUESTION": "Does Y work?", "CONTEXTS": ["c2"], "final_decision": "no", "LONG_ANSWER": "It does not."},
+        "333": {"QUESTION": "Does Z work?", "CONTEXTS": ["c3"], "final_decision": "yes", "LONG_ANSWER": "It does."},
+    }
+    first, second, third = items(write(tmp_path, "ori_pqal.json", json.dumps(doc)))
+    assert isinstance(first, RowIssue) and first.kind == "error" and "'MESHES'" in first.message and "NUL" in first.message
+    assert isinstance(second, RowIssue) and second.kind == "error" and "'PMID'" in second.message and "\x00" not in second.message
+    assert isinstance(third, ParsedRecord) and third.source_ref == "333"
+
+
+def test_a_nul_character_in_a_csv_cell_is_a_row_error(tmp_path):
+    # past the first 64 KiB, where the file-level binary check does not look
+    filler = "".join(f"q{i},{'a' * 100}\n" for i in range(700))
+    path = write(tmp_path, "nul.csv", "instruction,output\n" + filler + "bad\x00q,answer\nlast,answer\n")
+    found = items(path)
+    bad = [i for i in found if isinstance(i, RowIssue)]
+    assert len(bad) == 1 and bad[0].kind == "error" and "'instruction'" in bad[0].message and "NUL" in bad[0].message
+    assert sum(isinstance(i, ParsedRecord) for i in found) == 701

@@ -125,11 +125,11 @@ def test_a_large_import_is_run_by_a_real_qcluster_worker_sqlite(tmp_path):
     assert row()[0] == "queued"
     cluster = start_cluster(env)
     try:
-        final = wait_for(lambda: (r := row()) and r[0] in ("done", "failed") and r)
+        final = wait_for(lambda: (r := row()) and r[0] in ("succeeded", "failed") and r)
     finally:
         log = stop_cluster(cluster)
     assert final is not None, f"the batch did not finish within {DEADLINE_S}s; cluster log:\n{log}"
-    assert final == ("done", 3000, 0, 3000, ""), log
+    assert final == ("succeeded", 3000, 0, 3000, ""), log
     with sqlite3.connect(f"file:{db_file}?mode=ro", uri=True) as conn:
         assert conn.execute("SELECT COUNT(*) FROM curation_qapair WHERE import_batch_id = ?", [int(batch_id)]).fetchone()[0] == 3000
         events = conn.execute(
@@ -161,7 +161,7 @@ def test_a_large_import_is_run_by_a_real_qcluster_worker_postgresql(tmp_path, dj
 
     def finished():
         batch.refresh_from_db()
-        return batch.status in (ImportBatch.Status.DONE, ImportBatch.Status.FAILED)
+        return batch.status in (ImportBatch.Status.SUCCEEDED, ImportBatch.Status.FAILED)
 
     cluster = start_cluster(env)
     try:
@@ -169,5 +169,5 @@ def test_a_large_import_is_run_by_a_real_qcluster_worker_postgresql(tmp_path, dj
     finally:
         log = stop_cluster(cluster)
     assert ok, f"the batch did not finish within {DEADLINE_S}s; cluster log:\n{log}"
-    assert (batch.status, batch.created_count, batch.error) == ("done", 3000, ""), log
+    assert (batch.status, batch.created_count, batch.error) == ("succeeded", 3000, ""), log
     assert QAPair.objects.filter(import_batch=batch).count() == 3000

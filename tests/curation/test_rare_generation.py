@@ -14,10 +14,10 @@ from curation.services import rare as rare_service
 from curation.services.rare import (
     GENERATOR,
     rare_cases_generate,
-    rare_cases_run,
     rare_cases_start,
     rare_knowledge_base,
 )
+from curation.workers.rare import rare_cases_run
 from curation.services.review import qa_pair_approve
 from curation.services.versions import dataset_version_freeze
 from medportal.errors import InvalidInput, NotAllowed
@@ -121,46 +121,43 @@ def test_unapproved_synthetic_pairs_never_enter_a_dataset_version(kb, curator, c
     make_pair(curator, status=QAPair.Status.APPROVED)
     result = rare_cases_generate(user=curator, disease_ids=["ORPHA:1", "OMIM:100100"], count=2, seed=5)
     assert result.created == 4
-    version = dataset_version_freeze(user=curator, name="v1")
+    version = dataset_version_freeze(user=curator, name="v1", split=(1, 0, 0))  # one approved pair: train only
     frozen = set(version.items.values_list("qa_pair_id", flat=True))
     assert frozen.isdisjoint(result.qa_pair_ids) and version.synthetic_count == 0
 
     pair = QAPair.objects.get(pk=result.qa_pair_ids[0])
     qa_pair_approve(pair=pair, reviewer=clinician, version=pair.version)
-    version2 = dataset_version_freeze(user=curator, name="v2")
+    version2 = dataset_version_freeze(user=curator, name="v2", split=(1, 0, 0))
     frozen2 = set(version2.items.values_list("qa_pair_id", flat=True))
     assert frozen2 & set(result.qa_pair_ids) == {pair.pk} and version2.synthetic_count == 1
 
 
-def test_large_requests_run_as_a_background_job_claimed_once(kb, curator, settings, django_capture_on_commit_callbacks, monkeypatch):
-    settings.MEDPORTAL_RARE_INLINE_MAX_CASES = 2
+def test_every_request_runs_as_a_background_job_claimed_once(kb, curator, django_capture_on_commit_callbacks, monkeypatch):
     queued = []
-    monkeypatch.setattr(rare_service, "_enqueue", lambda pk: queued.append(pk))
+    monkeypatch.setattr("django_q.tasks.async_task", lambda *a, **k: queued.append((a, k["task_name"])))
     with django_capture_on_commit_callbacks(execute=True):
         job = rare_cases_start(user=curator, disease_ids=["ORPHA:1", "ORPHA:2"], count=2, seed=1)
-    assert job.status == GenerationJob.Status.QUEUED and job.total == 4 and queued == [job.pk]
+    assert job.status == GenerationJob.Status.QUEUED and job.total == 4
+    assert queued == [(("curation.tasks.rare_cases_task", job.pk), f"rare_cases-{job.pk}")]
+    assert not QAPair.objects.exists()  # nothing is generated in the request
     done = rare_cases_run(job_id=job.pk)
-    assert done.status == GenerationJob.Status.DONE and done.created_count == 4 and done.done == 4
+    assert done.status == GenerationJob.Status.SUCCEEDED and done.created_count == 4 and done.done == 4
+    assert done.progress == 1.0 and done.progress_percent == 100
     assert QAPair.objects.filter(pk__in=done.qa_pair_ids, synthetic=True, status="in_review").count() == 4
     again = rare_cases_run(job_id=job.pk)  # a redelivered task does nothing
     assert again.created_count == 4 and QAPair.objects.count() == 4
 
 
 def test_the_task_runs_the_job(kb, curator):
-    from curation.tasks_rare import rare_cases_task
+    from curation.tasks import rare_cases_task
 
-    job = rare_cases_start(user=curator, disease_ids=["ORPHA:2"], count=1, inline=False)
+    job = rare_cases_start(user=curator, disease_ids=["ORPHA:2"], count=1)
     out = rare_cases_task(job.pk)
-    assert out["status"] == "done" and out["created"] == 1
-
-
-def test_small_requests_run_inline(kb, curator):
-    job = rare_cases_start(user=curator, disease_ids=["ORPHA:1"], count=2)
-    assert job.status == GenerationJob.Status.DONE and job.created_count == 2
+    assert out["status"] == "succeeded" and out["created"] == 1
 
 
 def test_a_failing_job_keeps_its_error(kb, curator, monkeypatch):
-    job = rare_cases_start(user=curator, disease_ids=["ORPHA:1"], count=1, inline=False)
+    job = rare_cases_start(user=curator, disease_ids=["ORPHA:1"], count=1)
 
     def boom(*a, **k):
         raise RuntimeError("engine exploded")
@@ -192,11 +189,17 @@ def test_the_generate_page_creates_pairs_and_shows_the_job(kb, client, curator):
     )
     job = GenerationJob.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse("curation:rare-job", args=[job.pk])
-    assert job.status == "done" and job.created_count == 2
+    assert job.status == "queued" and not QAPair.objects.exists()  # the page queues; the worker generates
+    queued = client.get(response["Location"]).content.decode()
+    assert "medportal/import.js" in queued and 'data-running="1"' in queued
+    assert not client.get(reverse("curation:rare-job-progress", args=[job.pk])).json()["finished"]
+    job = rare_cases_run(job_id=job.pk)
+    assert job.status == "succeeded" and job.created_count == 2
     page = client.get(response["Location"])
     assert page.status_code == 200 and "2099-01-01" in page.content.decode()
     progress = client.get(reverse("curation:rare-job-progress", args=[job.pk])).json()
-    assert progress["finished"] and progress["created"] == 2
+    assert progress["finished"] and progress["created"] == 2 and progress["percent"] == 100
+    assert progress["phase"] == "finished" and progress["duplicates"] == 0 and progress["errors"] == 0 and progress["error"] == ""
 
 
 def test_the_generate_page_shows_a_bad_disease_id(kb, client, curator):
@@ -219,3 +222,20 @@ def test_clinicians_cannot_open_the_generate_page_or_others_jobs(kb, client, cli
     assert client.get(reverse("curation:rare-job", args=[job.pk])).status_code == 403
     client.force_login(curator2)
     assert client.get(reverse("curation:rare-job", args=[job.pk])).status_code == 404
+
+
+def test_a_job_cancelled_while_it_runs_stores_no_case(kb, curator, monkeypatch):
+    from curation.workers import rare as worker
+    from medportal import jobs
+
+    job = rare_cases_start(user=curator, disease_ids=["ORPHA:1"], count=3)
+    real = worker.rewrite_cases
+
+    def cancel_after_generating(*args, **kwargs):
+        jobs.request_cancel("rare_cases", job.pk)  # cancelled after the cases were generated, before they are stored
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "rewrite_cases", cancel_after_generating)
+    ended = rare_cases_run(job_id=job.pk)
+    assert ended.status == GenerationJob.Status.CANCELLED and ended.created_count == 0
+    assert not QAPair.objects.exists()  # stored, then rolled back at the conditional succeed

@@ -8,6 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from curation.models import Disease
+from curation.tasks import rare_cases_task
 from tests.curation.rare_data import import_tiny
 
 pytestmark = pytest.mark.django_db
@@ -147,9 +148,12 @@ def test_the_api_generates_cases_for_curators_only(tiny, client, curator, clinic
     assert client.post("/api/v1/rare/cases/", body, content_type="application/json").status_code == 403
     client.force_login(curator)
     response = client.post("/api/v1/rare/cases/", body, content_type="application/json")
-    assert response.status_code == 201
+    assert response.status_code == 202
     job = response.json()
-    assert job["status"] == "done" and len(job["qa_pair_ids"]) == 2
+    assert job["status"] == "queued" and job["qa_pair_ids"] == []
+    rare_cases_task(job["id"])  # what the worker runs
+    job = client.get(f"/api/v1/rare/jobs/{job['id']}/").json()
+    assert job["status"] == "succeeded" and len(job["qa_pair_ids"]) == 2
     assert client.get(f"/api/v1/rare/jobs/{job['id']}/").json()["created_count"] == 2
     bad = client.post("/api/v1/rare/cases/", {"disease_ids": ["ORPHA:404"]}, content_type="application/json")
     assert bad.status_code == 400 and "ORPHA:404" in bad.json()["error"]["message"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from chat.inference.registry import reset_backend
+from training.runnables import reset_backends
 from curation.models import QAPair
 from curation.services.rare import rare_cases_generate, rare_knowledge_base
 from medportal.errors import InvalidInput
@@ -29,9 +29,9 @@ def rewrite_model(settings, demo_model_dir, admin_user):  # noqa: F811
     settings.MEDPORTAL_REWRITE_MODEL = "demo-rewriter"
     settings.MEDPORTAL_REWRITE_MAX_NEW_TOKENS = 96
     settings.MEDPORTAL_INFERENCE_URL = ""
-    reset_backend()
+    reset_backends()
     yield "demo-rewriter"
-    reset_backend()
+    reset_backends()
 
 
 def test_asking_for_a_rewrite_without_a_configured_model_is_refused(kb, curator, settings):

@@ -67,20 +67,22 @@ def test_a_pair_comes_back_in_its_next_round(make_pair, curator, clinician):
     assert queue_ids(clinician) == [pair.pk]
 
 
-def test_a_reviewer_with_departments_sees_those_and_unassigned_pairs(make_pair, curator, clinician, clinician2):
+def test_a_reviewer_with_departments_sees_those_and_unassigned_pairs(make_pair, curator, clinician, clinician2, admin_user):
     cardio = waiting(make_pair, curator, department="心内科", minutes_ago=3)
     peds = waiting(make_pair, curator, department="儿科", minutes_ago=2)
     unassigned = waiting(make_pair, curator, minutes_ago=1)
     Department.objects.get(name="心内科").reviewers.add(clinician)
+    Department.objects.get(name="儿科").reviewers.add(admin_user)
     assert queue_ids(clinician) == [cardio.pk, unassigned.pk]
     assert queue_ids(clinician, all_departments=True) == [cardio.pk, peds.pk, unassigned.pk]
     assert queue_ids(clinician2) == [cardio.pk, peds.pk, unassigned.pk]  # no departments: everything
 
 
-def test_the_queue_page_has_a_toggle_for_all_departments(client, make_pair, curator, clinician):
+def test_the_queue_page_has_a_toggle_for_all_departments(client, make_pair, curator, clinician, clinician2):
     cardio = waiting(make_pair, curator, department="心内科")
     peds = waiting(make_pair, curator, department="儿科")
     Department.objects.get(name="心内科").reviewers.add(clinician)
+    Department.objects.get(name="儿科").reviewers.add(clinician2)
     client.force_login(clinician)
     mine = client.get(QUEUE)
     assert [p.pk for p in mine.context["page"]] == [cardio.pk]
@@ -96,7 +98,7 @@ def test_queue_rows_link_to_the_pair_and_back(client, make_pair, curator, clinic
     pair = waiting(make_pair, curator)
     client.force_login(clinician)
     html = client.get(QUEUE).content.decode()
-    assert reverse("curation:pair-detail", args=[pair.pk]) + "?next=" + QUEUE in html
+    assert reverse("curation:pair-detail", args=[pair.pk]) + "?next=" + QUEUE + "&amp;pos=0" in html
 
 
 def test_the_queue_page_query_count_does_not_grow_with_page_size(client, make_pair, curator, clinician):

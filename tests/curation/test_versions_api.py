@@ -40,7 +40,7 @@ def pairs(make_pair, curator):
 
 @pytest.fixture
 def version(pairs, curator):
-    return dataset_version_freeze(user=curator, name="v1", split=(0.6, 0.2, 0.2))
+    return dataset_version_freeze(user=curator, name="v1", split=(0.6, 0.4, 0.0))
 
 
 def api(user=None) -> APIClient:
@@ -51,7 +51,7 @@ def api(user=None) -> APIClient:
 
 
 @pytest.mark.parametrize(
-    "who, status", [("curator", 200), ("clinician", 200), ("admin_user", 200), ("outsider", 403), (None, 403)]
+    "who, status", [("curator", 200), ("clinician", 200), ("admin_user", 200), ("outsider", 403), (None, 401)]
 )
 def test_reading_needs_a_role(request, version, who, status):
     client = api(request.getfixturevalue(who) if who else None)
@@ -75,12 +75,12 @@ def test_the_list_and_detail_describe_the_version(clinician, version):
 
 
 def test_the_list_query_count_does_not_grow(curator, pairs, django_assert_max_num_queries):
-    dataset_version_freeze(user=curator, name="a")
+    dataset_version_freeze(user=curator, name="a", split=(0.6, 0.4, 0.0))
     client = api(curator)
     with django_assert_max_num_queries(10) as few:
         client.get(LIST)
     for i in range(6):
-        dataset_version_freeze(user=curator, name=f"b{i}", seed=i)
+        dataset_version_freeze(user=curator, name=f"b{i}", seed=i, split=(0.6, 0.4, 0.0))
     with django_assert_max_num_queries(len(few.captured_queries)):
         assert client.get(LIST).json()["count"] == 7
 
@@ -95,7 +95,7 @@ def test_curators_and_admins_freeze_through_the_api(request, pairs, who):
     user = request.getfixturevalue(who)
     response = api(user).post(
         LIST,
-        {"name": "api-v1", "departments": ["心内科"], "split": [0.6, 0.2, 0.2], "seed": 3, "synthetic": False},
+        {"name": "api-v1", "departments": ["心内科"], "split": [0.6, 0.4, 0.0], "seed": 3, "synthetic": False},
         format="json",
     )
     assert response.status_code == 201, response.content
@@ -106,7 +106,7 @@ def test_curators_and_admins_freeze_through_the_api(request, pairs, who):
     assert AuditEvent.objects.filter(action="dataset_version.freeze", target_id=str(version.pk)).exists()
 
 
-@pytest.mark.parametrize("who, status", [("clinician", 403), ("outsider", 403), (None, 403)])
+@pytest.mark.parametrize("who, status", [("clinician", 403), ("outsider", 403), (None, 401)])
 def test_others_cannot_freeze(request, pairs, who, status):
     response = api(request.getfixturevalue(who) if who else None).post(LIST, {"name": "x"}, format="json")
     assert response.status_code == status

@@ -26,6 +26,9 @@ from medportal.errors import InvalidInput, NotAllowed
 from medportal.models import AuditEvent
 
 APPROVED = QAPair.Status.APPROVED
+# Tests of other things than the split freeze a handful of pairs: all into train (a split with
+# a ratio above 0 that would stay empty is refused).
+ONLY_TRAIN = (1.0, 0.0, 0.0)
 
 
 
@@ -64,7 +67,7 @@ def test_it_freezes_only_approved_pairs(approved, curator):
         QAPair.Status.CHANGES_REQUESTED,
     ):
         approved(status=status)
-    version = dataset_version_freeze(user=curator, name="v1")
+    version = dataset_version_freeze(user=curator, name="v1", split=ONLY_TRAIN)
     assert set(split_of(version)) == {p.pk for p in keep}
     assert version.total == 5
     assert sum(version.counts.values()) == 5
@@ -75,7 +78,7 @@ def test_it_takes_approved_synthetic_pairs_and_counts_them(approved, curator):
     approved(synthetic=True, status=QAPair.Status.IN_REVIEW)  # never enters
     approved()
     approved()
-    version = dataset_version_freeze(user=curator, name="v1")
+    version = dataset_version_freeze(user=curator, name="v1", split=ONLY_TRAIN)
     assert version.total == 3
     assert version.synthetic_count == 1
 
@@ -85,17 +88,17 @@ def test_it_filters_by_synthetic_source_department_and_tag(approved, curator):
     b = approved("心内科", tags=["糖尿病"], synthetic=True)
     c = approved("儿科", tags=["高血压"])
     approved("儿科")
-    assert set(split_of(dataset_version_freeze(user=curator, name="d", departments=["心内科"]))) == {a.pk, b.pk}
-    assert set(split_of(dataset_version_freeze(user=curator, name="t", tags=["高血压"]))) == {a.pk, c.pk}
-    assert set(split_of(dataset_version_freeze(user=curator, name="dt", departments=["心内科"], tags=["高血压"]))) == {
+    assert set(split_of(dataset_version_freeze(user=curator, name="d", departments=["心内科"], split=ONLY_TRAIN))) == {a.pk, b.pk}
+    assert set(split_of(dataset_version_freeze(user=curator, name="t", tags=["高血压"], split=ONLY_TRAIN))) == {a.pk, c.pk}
+    assert set(split_of(dataset_version_freeze(user=curator, name="dt", departments=["心内科"], tags=["高血压"], split=ONLY_TRAIN))) == {
         a.pk
     }
-    real = dataset_version_freeze(user=curator, name="real", departments=["心内科"], filters={"synthetic": False})
+    real = dataset_version_freeze(user=curator, name="real", departments=["心内科"], filters={"synthetic": False}, split=ONLY_TRAIN)
     assert set(split_of(real)) == {a.pk}
-    synth = dataset_version_freeze(user=curator, name="synth", filters={"synthetic": "yes"})
+    synth = dataset_version_freeze(user=curator, name="synth", filters={"synthetic": "yes"}, split=ONLY_TRAIN)
     assert set(split_of(synth)) == {b.pk}
     assert synth.synthetic_count == 1
-    src = dataset_version_freeze(user=curator, name="src", filters={"source": "huatuo"})
+    src = dataset_version_freeze(user=curator, name="src", filters={"source": "huatuo"}, split=ONLY_TRAIN)
     assert set(split_of(src)) == {a.pk}
     assert src.filters == {"departments": [], "tags": [], "synthetic": None, "sources": ["huatuo"]}
 
@@ -110,9 +113,9 @@ def test_it_refuses_an_empty_selection_and_writes_nothing(approved, curator):
 
 def test_it_refuses_a_duplicate_name(approved, curator):
     approved()
-    dataset_version_freeze(user=curator, name="v1")
+    dataset_version_freeze(user=curator, name="v1", split=ONLY_TRAIN)
     with pytest.raises(InvalidInput, match="already exists"):
-        dataset_version_freeze(user=curator, name=" v1 ")
+        dataset_version_freeze(user=curator, name=" v1 ", split=ONLY_TRAIN)
     assert DatasetVersion.objects.count() == 1
 
 
@@ -153,13 +156,13 @@ def test_clinicians_and_outsiders_cannot_freeze(approved, clinician, outsider, a
     approved()
     for user in (clinician, outsider):
         with pytest.raises(NotAllowed):
-            dataset_version_freeze(user=user, name=f"v-{user.username}")
-    assert dataset_version_freeze(user=admin_user, name="by-admin").total == 1
+            dataset_version_freeze(user=user, name=f"v-{user.username}", split=ONLY_TRAIN)
+    assert dataset_version_freeze(user=admin_user, name="by-admin", split=ONLY_TRAIN).total == 1
 
 
 def test_it_records_an_audit_event(approved, curator):
     approved()
-    version = dataset_version_freeze(user=curator, name="v1", seed=7)
+    version = dataset_version_freeze(user=curator, name="v1", seed=7, split=ONLY_TRAIN)
     event = AuditEvent.objects.get(action="dataset_version.freeze")
     assert event.actor == curator
     assert event.target_id == str(version.pk)
@@ -193,16 +196,16 @@ def test_a_different_seed_changes_the_split_but_not_the_membership(approved, cur
 
 def test_a_content_change_changes_the_hash(approved, curator):
     pairs = [approved() for _ in range(5)]
-    a = dataset_version_freeze(user=curator, name="a")
+    a = dataset_version_freeze(user=curator, name="a", split=ONLY_TRAIN)
     pairs[0].output = "改过的回答：" + words("edit")
     pair_apply_derived(pairs[0])
     pairs[0].save()
-    b = dataset_version_freeze(user=curator, name="b")
+    b = dataset_version_freeze(user=curator, name="b", split=ONLY_TRAIN)
     assert a.content_hash != b.content_hash
 
 
 def test_the_hash_covers_sorted_item_digests_and_splits(approved, curator):
-    for _ in range(6):
+    for _ in range(8):
         approved()
     version = dataset_version_freeze(user=curator, name="v")
     lines = [
@@ -356,7 +359,7 @@ def test_clusters_are_assigned_whole():
 
 def test_frozen_content_survives_later_edits_of_the_pair(approved, curator):
     pair = approved("内科", tags=["高血压"], system="你是医生", history=[["之前的问题", "之前的回答"]])
-    version = dataset_version_freeze(user=curator, name="v")
+    version = dataset_version_freeze(user=curator, name="v", split=ONLY_TRAIN)
     frozen = DatasetItem.objects.get(version=version, qa_pair=pair).content
     before_hash = version.content_hash
 

@@ -125,11 +125,11 @@ def test_the_list_query_count_does_not_grow_with_the_number_of_versions(
     client, curator, pairs, django_assert_max_num_queries
 ):
     client_for(client, curator)
-    dataset_version_freeze(user=curator, name="first")
+    dataset_version_freeze(user=curator, name="first", split=(0.6, 0.2, 0.2))
     with django_assert_max_num_queries(20) as few:
         client.get(reverse("curation:version-list"))
     for i in range(8):
-        dataset_version_freeze(user=curator, name=f"more-{i}", seed=i)
+        dataset_version_freeze(user=curator, name=f"more-{i}", seed=i, split=(0.6, 0.2, 0.2))
     with django_assert_max_num_queries(len(few.captured_queries)):
         response = client.get(reverse("curation:version-list"))
     assert len(response.context["versions"]) == 9

@@ -3,7 +3,7 @@
 pytest-django's live server speaks WSGI only, so this module starts Daphne (the project's ASGI
 server) in a thread of the test process serving ``medportal.asgi.application`` with static
 files: HTTP pages and the job's WebSocket on one port, sharing the test database. The job's
-progress is made by the worker's own code (``training.worker``: the claim and the event
+progress is made by the worker's own code (``training.workers.finetune``: the claim and the event
 application that turns engine events into row and metric writes), so the page sees exactly
 what a running job produces. The socket's version poll delivers it (the in-memory channel
 layer cannot hear this thread while Playwright's loop runs in it), as it does for a worker
@@ -32,7 +32,7 @@ def _wait_live(page) -> None:
 def test_an_admin_watches_a_job_progress_live_and_a_reload_shows_the_same(browser, asgi_server, admin_user, curator, make_pair):
     from tests.training.ui_factories import make_base_model, make_job, make_version
     from training.models import FineTuneJob
-    from training.worker import _Run, finetune_job_claim
+    from training.workers.finetune import _Run, finetune_job_claim
 
     job = make_job(admin_user, make_version(curator, make_pair), make_base_model(admin_user), preset="cpu_demo")
     job = finetune_job_claim(job_id=job.pk)
@@ -186,7 +186,7 @@ def test_a_real_tiny_job_trains_while_the_page_is_open(browser, asgi_server, adm
     from tests.training.conftest import cached_demo_model_dir
     from tests.training.ui_factories import make_job, make_version
     from training.services.base_models import base_model_register
-    from training.worker import finetune_job_run
+    from training.workers.finetune import finetune_job_run
 
     settings.MEDPORTAL_TRAINING_DIR = tmp_path
     model = base_model_register(actor=admin_user, name="medportal-demo", path=cached_demo_model_dir())

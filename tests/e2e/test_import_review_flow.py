@@ -41,7 +41,7 @@ def test_a_curator_imports_and_submits_and_a_clinician_approves(browser, live_se
     assert page.locator("[data-count=created]").inner_text().strip() == "3"
     assert page.locator("[data-count=identifiers]").inner_text().strip() == "1"
     batch = ImportBatch.objects.get()
-    assert batch.status == ImportBatch.Status.DONE
+    assert batch.status == ImportBatch.Status.SUCCEEDED
 
     page.click(f"a[href='/curation/pairs/?import_batch={batch.pk}'] >> nth=-1")
     page.wait_for_selector("#pair-list tbody tr[data-pair]")
@@ -71,6 +71,13 @@ def test_a_curator_imports_and_submits_and_a_clinician_approves(browser, live_se
         page.wait_for_selector("#review-form")
         page.check("#review-form input[name=decision][value=approve]")
         page.fill("#review-form textarea[name=comment]", "Checked against the guideline.")
+        if page.locator("#identifier-confirm").count():
+            # the pair with a phone number: approving it needs the confirmation
+            page.click("#review-form button[type=submit]")
+            page.wait_for_load_state("networkidle")
+            assert "Tick the confirmation" in page.locator("#identifier-confirm").inner_text()
+            page.check("#review-form input[name=decision][value=approve]")
+            page.check("#review-form input[name=confirm_identifiers]")
         page.click("#review-form button[type=submit]")
         page.wait_for_load_state("networkidle")
     page.goto(f"{live_server.url}/curation/review/")

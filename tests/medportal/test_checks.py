@@ -19,7 +19,13 @@ def _ids():
 )
 def test_it_warns_about_unsafe_production_settings():
     ids = _ids()
-    assert {"medportal.W001", "medportal.W002", "medportal.W003", "medportal.W005"} <= ids
+    assert {"medportal.E001", "medportal.W002", "medportal.W003", "medportal.W005"} <= ids
+
+
+@override_settings(DEBUG=False, SECRET_KEY="short-but-not-the-development-key")
+def test_a_short_key_is_a_warning_not_the_development_key_error():
+    ids = _ids()
+    assert "medportal.W001" in ids and "medportal.E001" not in ids
 
 
 @override_settings(

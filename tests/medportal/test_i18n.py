@@ -405,3 +405,15 @@ def test_flash_messages_from_views_and_services_are_translated(client, curator, 
     assert "请选择要应用的科室、标签或难度。" in page.content.decode()
     page = client.post(url, {"action": "department", "value": "儿科", "ids": [pair.pk], f"v{pair.pk}": pair.version}, follow=True)
     assert "已更新 1 个问答对。" in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_count_of_new_pairs_reads_xinjian_not_creation_time(client, curator):
+    """“Created” next to a count means new pairs (新建), not a timestamp (创建时间)."""
+    from curation.models import ImportBatch
+
+    batch = ImportBatch.objects.create(created_by=curator, filename="a.json", status=ImportBatch.Status.SUCCEEDED, created_count=7)
+    for url in (reverse("home"), reverse("curation:import-list"), reverse("curation:import-detail", args=[batch.pk])):
+        page = _get(client, curator, url)
+        assert "新建" in page, url
+        assert "7 创建时间" not in page and ">创建时间<" not in page, url

@@ -11,7 +11,10 @@ import re
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-PUBLIC = {"login", "logout", "set_language", "healthz"}
+PUBLIC = {"login", "logout", "set_language", "healthz", "favicon"}
+# A signed-in user's own account: login required (the anonymous test covers them), but no role,
+# so an account an admin has not yet put in a group can still set its own password.
+OWN_ACCOUNT = {"/accounts/password/", "/accounts/password/done/"}
 SAMPLE_KWARGS = {"pk": "1", "int": "1", "str": "x", "slug": "x", "path": "x", "uuid": "00000000-0000-0000-0000-000000000000"}
 
 
@@ -67,7 +70,7 @@ def test_anonymous_users_are_sent_to_login_or_refused(client, url):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("url", URLS)
+@pytest.mark.parametrize("url", [p for p in URLS if p.id not in OWN_ACCOUNT])
 @pytest.mark.parametrize("method", ["get", "post"])
 def test_users_without_a_role_are_refused(client, outsider, url, method):
     client.force_login(outsider)

@@ -38,7 +38,7 @@ def _cache_key() -> str:
 
     digest = hashlib.sha256()
     digest.update(Path(demo_model.__file__).read_bytes())
-    for path in sorted(demo_model.DEMO_DATA_DIR.glob("*.jsonl")):
+    for path in [*sorted(demo_model.DEMO_DATA_DIR.glob("*.jsonl")), demo_model.DEMO_CORPUS_FILE]:
         digest.update(path.read_bytes())
     digest.update(f"{TEST_PRETRAIN_STEPS}:{TEST_SEED}:{transformers.__version__}:{tokenizers.__version__}:{torch.__version__}".encode())
     return digest.hexdigest()[:16]

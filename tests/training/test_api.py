@@ -152,10 +152,15 @@ def test_the_list_filters_by_status(clinician, admin_user, version, model):
     assert rows[0]["base_model_name"] == model.name and rows[0]["status_label"] == "succeeded"
 
 
-def test_reading_a_job_reaps_it_when_its_worker_went_silent(clinician, job, settings):
+def test_a_job_whose_worker_went_silent_is_reaped_by_the_schedule_not_by_reading_it(clinician, job, settings):
+    from medportal.jobs import reap_silent
+
     settings.MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S = 60
     past = timezone.now() - timedelta(minutes=10)
     job_update(job, status=Status.RUNNING, worker="gone:1", heartbeat_at=past, started_at=past, attempt=1, on_worker_death="fail")
+    assert api(clinician).get(f"{JOBS}{job.pk}/").json()["status"] == "running"  # a GET never changes a job
+    assert api(clinician).get(JOBS).json()["results"][0]["status"] == "running"
+    assert reap_silent() == {"finetune": [job.pk]}
     body = api(clinician).get(f"{JOBS}{job.pk}/").json()
     assert body["status"] == "failed" and "The worker gone:1 stopped sending heartbeats" in body["error"]
 

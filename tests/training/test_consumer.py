@@ -36,7 +36,8 @@ def job(admin_user, curator, make_pair):
 
 
 def _headers(user=None) -> list[tuple[bytes, bytes]]:
-    headers = [(b"origin", b"http://testserver")]
+    # A browser always sends Host; the origin check compares the Origin with it (scheme, host, port).
+    headers = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
     if user is not None:
         client = Client()
         client.force_login(user)
@@ -265,3 +266,32 @@ def test_notify_without_watchers_or_outside_a_loop_never_raises(job):
     notify_job_changed(job.pk)
     notify_job_changed(10**9)
     assert job_group(12) == "finetune_job_12"
+
+
+def test_refusals_and_frame_errors_speak_the_language_of_the_page(job, clinician, outsider, monkeypatch):
+    """Every message of the job socket is translated (Accept-Language zh), also a refusal sent
+    by the poll after the job was deleted."""
+    monkeypatch.setattr(FineTuneJobConsumer, "poll_interval", 0.05)
+    zh = (b"accept-language", b"zh-CN,zh;q=0.9")
+    as_clinician = [*_headers(clinician), zh]
+
+    async def deleted_while_watched():
+        ws = _communicator(job.pk, as_clinician)
+        assert (await ws.connect(timeout=TIMEOUT))[0]
+        await ws.receive_json_from(timeout=TIMEOUT)  # snapshot
+        await ws.send_json_to({"type": "dance"})
+        unknown = await ws.receive_json_from(timeout=TIMEOUT)
+        await database_sync_to_async(FineTuneJob.objects.filter(pk=job.pk).delete)()
+        gone = await ws.receive_json_from(timeout=TIMEOUT)
+        await ws.receive_output(timeout=TIMEOUT)  # the close
+        return unknown, gone
+
+    anonymous, _ = async_to_sync(_refused)(job.pk, [*_headers(), zh])
+    no_role, _ = async_to_sync(_refused)(job.pk, [*_headers(outsider), zh])
+    missing, _ = async_to_sync(_refused)(987654, as_clinician)
+    unknown, gone = async_to_sync(deleted_while_watched)()
+    assert anonymous["message"] == "请先登录再查看此任务。"
+    assert no_role["message"] == "您的角色无权执行此操作。"
+    assert missing["message"] == "没有这个任务。"
+    assert unknown["code"] == "unknown_frame" and unknown["message"] == "只接受 refresh 或 ping 帧。"
+    assert gone["code"] == "not_found" and gone["message"] == "任务已被删除。"

@@ -423,14 +423,15 @@ def test_the_job_page_links_to_its_evaluations_and_admins_get_an_evaluate_button
 def test_a_real_run_on_the_demo_model_ends_in_a_report_and_exports(
     client, settings, tmp_path, admin_user, curator, make_pair, demo_model_dir
 ):
-    from chat.inference.registry import reset_backend
+    from training.runnables import reset_backends
     from training.models import BaseModel
-    from training.services.evaluations import evaluation_create, evaluation_run
+    from training.services.evaluations import evaluation_create
+    from training.workers.evaluation import evaluation_run
 
     settings.MEDPORTAL_TRAINING_DIR = tmp_path / "training"
     settings.MEDPORTAL_INFERENCE_URL = ""
     settings.MEDPORTAL_EVAL_SPEED_SAMPLES = 1
-    reset_backend()
+    reset_backends()
     try:
         version = make_eval_version(curator, make_pair)
         model = BaseModel.objects.create(name="demo", path=str(demo_model_dir), has_chat_template=True, registered_by=admin_user)
@@ -439,7 +440,7 @@ def test_a_real_run_on_the_demo_model_ends_in_a_report_and_exports(
         )
         assert evaluation_run(run_id=run.pk).status == EvalRun.Status.SUCCEEDED
     finally:
-        reset_backend()
+        reset_backends()
     run.refresh_from_db()
     client.force_login(curator)
     page = text(client.get(reverse("training:evaluation-detail", args=[run.pk])))

@@ -9,7 +9,8 @@ import pytest
 
 from tests.chat.conftest import lora_adapter_dir  # noqa: F401  (session fixture: a real LoRA adapter on the demo model)
 from training.models import BaseModel, EvalRun, EvalSample, FineTuneJob
-from training.services.evaluations import evaluation_create, evaluation_pair_create, evaluation_run
+from training.services.evaluations import evaluation_create, evaluation_pair_create
+from training.workers.evaluation import evaluation_run
 
 from .test_evaluations import DEPARTMENTS, make_eval_version
 from .ui_factories import job_update, make_job
@@ -21,14 +22,14 @@ Status = EvalRun.Status
 
 @pytest.fixture(autouse=True)
 def _settings(settings, tmp_path):
-    from chat.inference.registry import reset_backend
+    from training.runnables import reset_backends
 
     settings.MEDPORTAL_TRAINING_DIR = tmp_path / "training"
     settings.MEDPORTAL_INFERENCE_URL = ""
     settings.MEDPORTAL_EVAL_SPEED_SAMPLES = 2
-    reset_backend()
+    reset_backends()
     yield
-    reset_backend()
+    reset_backends()
 
 
 @pytest.fixture

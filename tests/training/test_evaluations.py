@@ -14,20 +14,19 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from medportal.errors import InvalidInput, InvalidTransition, NotAllowed
+from medportal.jobs import reap_kind, task_hook
 from medportal.models import AuditEvent
 from tests.chat.conftest import lora_adapter_dir  # noqa: F401  (session fixture: a real LoRA adapter on the demo model)
 from training.engine.metrics import score_pairs
 from training.models import BaseModel, EvalRun, EvalSample, FineTuneJob
 from training.services.evaluations import (
     evaluation_cancel,
-    evaluation_claim,
     evaluation_create,
     evaluation_pair_create,
-    evaluation_run,
-    evaluation_runs_reap,
     evaluations_after_finetune,
 )
-from training.tasks_eval import evaluation_hook, evaluation_task
+from training.tasks import evaluation_task
+from training.workers.evaluation import evaluation_claim, evaluation_run
 
 from .ui_factories import job_update, make_job
 
@@ -40,14 +39,14 @@ DEPARTMENTS = ("心血管科", "消化科")
 
 @pytest.fixture(autouse=True)
 def _settings(settings, tmp_path):
-    from chat.inference.registry import reset_backend
+    from training.runnables import reset_backends
 
     settings.MEDPORTAL_TRAINING_DIR = tmp_path / "training"
     settings.MEDPORTAL_INFERENCE_URL = ""
     settings.MEDPORTAL_EVAL_SPEED_SAMPLES = 3
-    reset_backend()
+    reset_backends()
     yield
-    reset_backend()
+    reset_backends()
 
 
 def make_eval_version(curator, make_pair, *, pairs: int = 10, split=(0.4, 0.2, 0.4), name: str = "eval-v1"):
@@ -176,12 +175,12 @@ def test_a_created_run_stores_the_validated_recipe_and_is_queued_for_the_gpu_wor
     }
     [task] = gpu_queue
     assert (task["func"], task["args"], task["cluster"], task["id"]) == (
-        "training.tasks_eval.evaluation_task",
+        "training.tasks.evaluation_task",
         (run.pk,),
         "gpu",
         run.task_id,
     )
-    assert task["hook"] == "training.tasks_eval.evaluation_hook"
+    assert task["hook"] == "medportal.jobs.task_hook"
     assert AuditEvent.objects.filter(action="evaluation.create", target_id=str(run.pk)).exists()
 
 
@@ -287,24 +286,31 @@ def test_the_task_hook_records_a_worker_that_died_outside_the_run(admin_user, ve
 
     run = evaluation_create(actor=admin_user, dataset_version=version, base_model=model, enqueue=False)
     EvalRun.objects.filter(pk=run.pk).update(task_id="t-1")
-    evaluation_hook(Task(id="t-1", args=(run.pk,), success=False, result="killed by the timeout"))
+    task_hook(Task(func="training.tasks.evaluation_task", id="t-1", args=(run.pk,), success=False, result="killed by the timeout"))
     run.refresh_from_db()
     assert run.status == Status.FAILED and "killed by the timeout" in run.error
 
 
-def test_runs_whose_worker_went_silent_are_failed_with_the_reason(admin_user, version, model, settings):
+def test_runs_whose_worker_went_silent_are_queued_again_then_failed_with_the_reason(admin_user, version, model, settings):
+    """Evaluations are resumable (the answers a killed worker stored are kept): a silent run is
+    queued again, MEDPORTAL_JOB_MAX_ATTEMPTS times at most, then failed with the reason."""
+    settings.MEDPORTAL_JOB_MAX_ATTEMPTS = 2
     silent = evaluation_create(actor=admin_user, dataset_version=version, base_model=model, enqueue=False)
     alive = evaluation_create(actor=admin_user, dataset_version=version, base_model=model, enqueue=False)
     for run in (silent, alive):
         evaluation_claim(run_id=run.pk)
     old = timezone.now() - timedelta(seconds=settings.MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S + 5)
     EvalRun.objects.filter(pk=silent.pk).update(heartbeat_at=old)
-    assert evaluation_runs_reap() == [silent.pk]
-    assert evaluation_runs_reap() == []
+    assert reap_kind("evaluation") == [silent.pk]
+    assert reap_kind("evaluation") == []
     silent.refresh_from_db()
     alive.refresh_from_db()
+    assert silent.status == Status.QUEUED and alive.status == Status.RUNNING
+    evaluation_claim(run_id=silent.pk)  # the second attempt goes silent too
+    EvalRun.objects.filter(pk=silent.pk).update(heartbeat_at=old)
+    assert reap_kind("evaluation") == [silent.pk]
+    silent.refresh_from_db()
     assert silent.status == Status.FAILED and "stopped sending heartbeats" in silent.error
-    assert alive.status == Status.RUNNING
 
 
 # --------------------------------------------------------------------------- after a fine-tune
@@ -363,7 +369,8 @@ def test_run_evaluation_sync_json_ends_with_the_scores(admin_user, version, mode
     )
     last = json.loads(out.getvalue().strip().splitlines()[-1])
     run = EvalRun.objects.get()
-    assert set(last) == {"run_id", "status", "bleu-4", "rouge-1", "rouge-2", "rouge-l", "count", "speed"}
+    assert set(last) == {"run_id", "status", "bleu-4", "rouge-1", "rouge-2", "rouge-l", "count", "speed", "suites", "suite_summary"}
+    assert (last["suites"], last["suite_summary"]) == (["reference"], {})
     assert (last["run_id"], last["status"], last["count"], run.mode) == (run.pk, "succeeded", 2, "standard")
     samples = list(EvalSample.objects.filter(run=run))
     assert run.summary == score_pairs([s.prediction for s in samples], [s.reference for s in samples], mode="standard")["summary"]
@@ -407,9 +414,9 @@ def test_run_evaluation_refuses_what_the_service_refuses(admin_user, version, mo
 
 @pytest.fixture
 def openai_server(model):
-    from chat.inference.base import ModelRef
-    from chat.inference.local import LocalBackend
-    from chat.inference.server import OpenAIServer
+    from training.inference.base import ModelRef
+    from training.inference.local import LocalBackend
+    from training.inference.server import OpenAIServer
 
     backend = LocalBackend(max_concurrent=3)
     srv = OpenAIServer(("127.0.0.1", 0), backend=backend, models={model.name: ModelRef(base_path=model.path, name=model.name)})
@@ -423,13 +430,13 @@ def openai_server(model):
 def test_through_an_openai_compatible_server_concurrent_requests_give_the_in_process_greedy_answers(
     admin_user, version, model, openai_server, settings
 ):
-    from chat.inference.registry import reset_backend
+    from training.runnables import reset_backends
 
     local = evaluation_create(actor=admin_user, dataset_version=version, base_model=model, params=FAST, enqueue=False)
     assert evaluation_run(run_id=local.pk).status == Status.SUCCEEDED
     settings.MEDPORTAL_INFERENCE_URL = openai_server.url + "/v1"
     settings.MEDPORTAL_EVAL_CONCURRENCY = 3
-    reset_backend()
+    reset_backends()
     remote = evaluation_create(actor=admin_user, dataset_version=version, base_model=model, params=FAST, enqueue=False)
     ended = evaluation_run(run_id=remote.pk)
     assert ended.status == Status.SUCCEEDED, ended.error

@@ -123,6 +123,16 @@ def test_the_base_model_page_shows_its_inspection_and_jobs(client, clinician, mo
     assert f"job #{job.pk}" in merged_page
 
 
+def test_the_base_model_page_lists_its_files_by_name_and_size_not_as_python_dicts(client, clinician, model):
+    model.info = {**(model.info or {}), "files": [{"name": "config.json", "size": 812}, {"name": "model.safetensors", "size": 14_000_000}]}
+    model.save()
+    client.force_login(clinician)
+    page = client.get(reverse("training:model-detail", args=[model.pk])).content.decode()
+    assert "{&#x27;name&#x27;" not in page and "{'name'" not in page
+    assert "<code>config.json</code>" in page and "<code>model.safetensors</code>" in page
+    assert "13.4\xa0MB" in page or "13.4 MB" in page
+
+
 def test_an_unknown_base_model_is_404(client, clinician):
     client.force_login(clinician)
     assert client.get(reverse("training:model-detail", args=[999])).status_code == 404

@@ -160,7 +160,7 @@ class SQLiteWorld:
         )
 
     def reap(self) -> list[int]:
-        out = self._shell("import json\nfrom training.services.jobs import finetune_jobs_reap\nprint(json.dumps(finetune_jobs_reap()))\n")
+        out = self._shell("import json\nfrom medportal.jobs import reap_kind\nprint(json.dumps(reap_kind('finetune')))\n")
         return json.loads(out.strip().splitlines()[-1])
 
     def purge(self) -> None:
@@ -230,9 +230,9 @@ class PostgresWorld:
         finetune_job_cancel(actor=self.admin, job=FineTuneJob.objects.get(pk=job_id))
 
     def reap(self) -> list[int]:
-        from training.services.jobs import finetune_jobs_reap
+        from medportal.jobs import reap_kind
 
-        return finetune_jobs_reap()
+        return reap_kind("finetune")
 
     def purge(self) -> None:
         """Each test starts from an empty database; tasks left in the broker by other tests

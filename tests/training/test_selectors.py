@@ -23,7 +23,7 @@ SNAPSHOT_KEYS = {
     "id", "status", "status_label", "progress", "step", "total_steps", "epoch", "eta_seconds", "tokens_per_second",
     "learning_rate", "train_loss_first", "train_loss_last", "eval_loss", "num_train_examples", "num_eval_examples",
     "log_tail", "error", "adapter_path", "worker", "heartbeat_at", "started_at", "finished_at", "attempt", "version",
-    "cancel_requested", "train", "eval", "can_cancel", "can_retry", "template",
+    "cancel_requested", "train", "eval", "can_cancel", "can_retry", "template", "stage", "preference",
 }  # fmt: skip
 
 
@@ -62,6 +62,7 @@ def test_the_snapshot_has_every_field_of_the_live_page_and_is_json(admin_user, v
     assert snap["heartbeat_at"] == job.heartbeat_at.isoformat() and snap["finished_at"] is None
     assert (snap["can_cancel"], snap["can_retry"], snap["cancel_requested"]) == (True, False, False)
     assert snap["template"] == {"name": "default", "training_fingerprint": None, "serving_fingerprint": None, "match": None}
+    assert (snap["stage"], snap["preference"]) == ("sft", {})  # DPO jobs add their rewards and margin
 
 
 @pytest.mark.parametrize(

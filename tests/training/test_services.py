@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from curation.models import DatasetVersion
 from medportal.errors import InvalidInput, InvalidTransition, NotAllowed
+from medportal.jobs import reap_kind
 from medportal.models import AuditEvent
 from training.engine.config import PRESETS
 from training.models import BaseModel, FineTuneJob, FineTuneMetric
@@ -19,7 +20,6 @@ from training.services.jobs import (
     finetune_job_cancel,
     finetune_job_create,
     finetune_job_retry,
-    finetune_jobs_reap,
 )
 
 from .ui_factories import add_points, job_update, make_base_model, make_version
@@ -70,7 +70,7 @@ def gpu_queue():
 
 def queued_job_ids(tasks: list[dict]) -> list[int]:
     assert {(t["func"], t["cluster"], t["hook"]) for t in tasks} <= {
-        ("training.tasks.finetune_job_task", "gpu", "training.tasks.finetune_job_hook")
+        ("training.tasks.finetune_job_task", "gpu", "medportal.jobs.task_hook")
     }
     return sorted(t["args"][0] for t in tasks)
 
@@ -166,7 +166,7 @@ def test_the_task_goes_to_the_gpu_cluster_with_the_job_id_after_the_commit(
     job.refresh_from_db()
     [task] = gpu_queue
     assert (task["func"], task["args"], task["cluster"], task["id"]) == ("training.tasks.finetune_job_task", (job.pk,), "gpu", job.task_id)
-    assert task["hook"] == "training.tasks.finetune_job_hook"
+    assert task["hook"] == "medportal.jobs.task_hook"
 
 
 @pytest.mark.parametrize("who", ["curator", "clinician"])
@@ -321,12 +321,12 @@ def test_only_admins_retry(request, who, admin_user, version, model):
 def test_a_silent_worker_fails_its_job_with_the_reason_under_the_fail_policy(admin_user, version, model, settings):
     settings.MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S = 60
     job = running(create(admin_user, version, model, on_worker_death="fail"), seconds_ago=300)
-    assert finetune_jobs_reap() == [job.pk]
+    assert reap_kind("finetune") == [job.pk]
     job.refresh_from_db()
     assert job.status == Status.FAILED and job.finished_at is not None
     assert "The worker gpu-host:4242 stopped sending heartbeats at" in job.error
     assert AuditEvent.objects.filter(action="finetune_job.reap", target_id=str(job.pk)).exists()
-    assert finetune_jobs_reap() == []  # nothing left to do: conditional updates only
+    assert reap_kind("finetune") == []  # nothing left to do: conditional updates only
 
 
 def test_a_silent_worker_requeues_its_job_to_resume_under_the_requeue_policy(
@@ -335,7 +335,7 @@ def test_a_silent_worker_requeues_its_job_to_resume_under_the_requeue_policy(
     settings.MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S = 60
     job = running(create(admin_user, version, model, on_worker_death="requeue"), seconds_ago=300, last_checkpoint="/x/checkpoint-5", step=7)
     with django_capture_on_commit_callbacks(execute=True):
-        assert finetune_jobs_reap() == [job.pk]
+        assert reap_kind("finetune") == [job.pk]
     assert queued_job_ids(gpu_queue) == [job.pk]  # for a worker again, after the commit
     job.refresh_from_db()
     assert job.status == Status.QUEUED and job.worker == "" and job.heartbeat_at is None
@@ -347,7 +347,7 @@ def test_a_job_started_too_often_is_failed_instead_of_requeued(admin_user, versi
     settings.MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S = 60
     settings.MEDPORTAL_JOB_MAX_ATTEMPTS = 2
     job = running(create(admin_user, version, model, on_worker_death="requeue"), seconds_ago=300, attempt=2)
-    finetune_jobs_reap()
+    reap_kind("finetune")
     job.refresh_from_db()
     assert job.status == Status.FAILED
     assert "already started 2 times" in job.error
@@ -357,7 +357,7 @@ def test_a_job_with_a_recent_heartbeat_is_left_alone(admin_user, version, model,
     settings.MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S = 60
     job = running(create(admin_user, version, model, on_worker_death="fail"), seconds_ago=10)
     queued = create(admin_user, version, model)
-    assert finetune_jobs_reap() == []
+    assert reap_kind("finetune") == []
     job.refresh_from_db()
     queued.refresh_from_db()
     assert (job.status, queued.status) == (Status.RUNNING, Status.QUEUED)
@@ -366,7 +366,7 @@ def test_a_job_with_a_recent_heartbeat_is_left_alone(admin_user, version, model,
 def test_a_silent_job_whose_cancel_was_requested_ends_cancelled(admin_user, version, model, settings):
     settings.MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S = 60
     job = running(create(admin_user, version, model, on_worker_death="requeue"), seconds_ago=300, cancel_requested_at=timezone.now())
-    finetune_jobs_reap()
+    reap_kind("finetune")
     job.refresh_from_db()
     assert job.status == Status.CANCELLED
 
@@ -379,5 +379,5 @@ def test_reaping_a_dead_worker_queues_the_waiting_jobs_once_more(
     running(create(admin_user, version, model, on_worker_death="fail"), seconds_ago=300)
     waiting = create(admin_user, version, model)
     with django_capture_on_commit_callbacks(execute=True):
-        finetune_jobs_reap()
+        reap_kind("finetune")
     assert queued_job_ids(gpu_queue) == [waiting.pk]

@@ -17,8 +17,9 @@ from django_q.models import Task
 from medportal.models import AuditEvent
 from training.models import FineTuneJob
 from training.services.base_models import base_model_register
-from training.tasks import finetune_job_hook, finetune_job_task
-from training.worker import finetune_job_claim, finetune_job_run, worker_name
+from medportal.jobs import task_hook, worker_name
+from training.tasks import finetune_job_task
+from training.workers.finetune import finetune_job_claim, finetune_job_run
 
 from .ui_factories import job_update, make_base_model, make_job, make_version
 
@@ -140,7 +141,7 @@ def test_an_engine_killed_by_a_signal_fails_the_job_with_the_signal_name(admin_u
 def test_a_task_that_died_outside_the_worker_fails_its_job_with_the_reason(admin_user, version, model):
     job = make_job(admin_user, version, model)
     job_update(job, task_id="task-1")
-    finetune_job_hook(Task(id="task-1", args=(job.pk,), success=False, result="MemoryError : Traceback …"))
+    task_hook(Task(func="training.tasks.finetune_job_task", id="task-1", args=(job.pk,), success=False, result="MemoryError : Traceback …"))
     job.refresh_from_db()
     assert job.status == Status.FAILED
     assert job.error == "The background worker failed: MemoryError : Traceback …"
@@ -149,7 +150,7 @@ def test_a_task_that_died_outside_the_worker_fails_its_job_with_the_reason(admin
 def test_the_hook_leaves_a_job_alone_when_the_task_succeeded_or_is_not_its_latest(admin_user, version, model):
     job = make_job(admin_user, version, model)
     job_update(job, task_id="task-2")
-    finetune_job_hook(Task(id="task-2", args=(job.pk,), success=True, result={}))
-    finetune_job_hook(Task(id="task-1", args=(job.pk,), success=False, result="old news"))
+    task_hook(Task(func="training.tasks.finetune_job_task", id="task-2", args=(job.pk,), success=True, result={}))
+    task_hook(Task(func="training.tasks.finetune_job_task", id="task-1", args=(job.pk,), success=False, result="old news"))
     job.refresh_from_db()
     assert job.status == Status.QUEUED and job.error == ""

@@ -18,6 +18,7 @@ from rest_framework.response import Response
 
 from curation.selectors_versions import access_version
 from medportal.errors import InvalidInput
+from medportal.params import id_param, id_params
 from medportal.roles import ADMIN, ALL_ROLES, HasRole
 from training.models import EvalRun, EvalSample
 from training.selectors import base_model_get, job_get
@@ -31,7 +32,7 @@ from training.selectors_eval import (
     evaluation_samples,
     sample_data,
 )
-from training.services.evaluations import evaluation_cancel, evaluation_create, evaluation_pair_create, evaluation_runs_reap
+from training.services.evaluations import evaluation_cancel, evaluation_create, evaluation_pair_create
 
 # --------------------------------------------------------------------------- serializers
 
@@ -183,20 +184,12 @@ class EvaluationListView(_EvaluationView):
         responses=EvalRunSerializer(many=True),
     )
     def get(self, request):
-        evaluation_runs_reap()
         q = request.query_params
-        filters = {}
-        try:
-            if q.get("dataset_version"):
-                filters["dataset_version"] = int(q["dataset_version"])
-            if q.get("job"):
-                filters["job"] = int(q["job"])
-        except ValueError:
-            raise InvalidInput("dataset_version and job are ids.") from None
+        filters = id_params(q, "dataset_version", "job")  # not an id: 400 naming the parameter
         runs = evaluation_list(group=q.get("group") or None, status=q.get("status") or None)
-        if "dataset_version" in filters:
+        if filters["dataset_version"]:
             runs = runs.filter(dataset_version_id=filters["dataset_version"])
-        if "job" in filters:
+        if filters["job"]:
             runs = runs.filter(job_id=filters["job"])
         page = self.paginate_queryset(runs)
         return self.get_paginated_response([evaluation_data(r) for r in page])
@@ -263,7 +256,6 @@ class EvaluationPairView(_EvaluationView):
 
 class EvaluationDetailView(_EvaluationView):
     def get(self, request, pk: int):
-        evaluation_runs_reap()
         return Response(evaluation_data(evaluation_get(pk=pk)))
 
 
@@ -278,11 +270,11 @@ class EvaluationReportView(_EvaluationView):
         responses={200: {"type": "object", "additionalProperties": True}},
     )
     def get(self, request, pk: int):
-        evaluation_runs_reap()
         run = evaluation_get(pk=pk)
         other = None
-        if request.query_params.get("compare_to"):
-            other = _lookup(evaluation_get, request.query_params["compare_to"], "compare_to", "evaluation run")
+        compare_id = id_param(request.query_params, "compare_to")  # not an id: 400 naming it
+        if compare_id:
+            other = _lookup(evaluation_get, compare_id, "compare_to", "evaluation run")
         return Response(evaluation_report(run, compare_to=other))
 
 

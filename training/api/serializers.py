@@ -6,7 +6,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from training.models import BaseModel, FineTuneJob
+from training.models import AdapterMerge, BaseModel, FineTuneJob
 
 
 class BaseModelSerializer(serializers.ModelSerializer):
@@ -96,8 +96,22 @@ class PointsField(serializers.ListField):
     """[[step, value, …], …]"""
 
 
+class AdapterMergeSerializer(serializers.ModelSerializer):
+    """A queued merge (a background job): status, progress and error under the names every job uses."""
+
+    status = serializers.ChoiceField(choices=AdapterMerge.Status.choices, read_only=True)
+    status_label = serializers.CharField(source="get_status_display", read_only=True)
+
+    class Meta:
+        model = AdapterMerge
+        fields = ["id", "job", "name", "path", "status", "status_label", "progress", "error", "base_model", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
 class FineTuneJobDetailSerializer(serializers.Serializer):
     """``training.selectors.job_snapshot`` plus the recipe and the inputs of the job."""
+
+    merges = AdapterMergeSerializer(many=True, read_only=True, help_text="The merges of the job's adapter, newest first.")
 
     id = serializers.IntegerField()
     status = serializers.ChoiceField(choices=FineTuneJob.Status.choices)
@@ -158,6 +172,7 @@ def job_detail_data(job: FineTuneJob, snapshot: dict) -> dict:
         "last_checkpoint": job.last_checkpoint,
         "created_by": job.created_by.get_username(),
         "created_at": job.created_at.isoformat(),
+        "merges": AdapterMergeSerializer(job.merges.order_by("-created_at", "-id"), many=True).data,
     }
 
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from training.api import evaluations, views
+from training.api import eval_compare, evaluations, views
 
 urlpatterns = [
     path("base-models/", views.BaseModelListView.as_view(), name="api-base-model-list"),
@@ -14,5 +14,6 @@ urlpatterns = [
     path("finetune-jobs/<int:pk>/merge/", views.JobMergeView.as_view(), name="api-finetune-job-merge"),
     path("finetune-jobs/<int:pk>/adapter/", views.JobAdapterView.as_view(), name="api-finetune-job-adapter"),
     path("finetune-presets/", views.PresetListView.as_view(), name="api-finetune-preset-list"),
+    *eval_compare.urlpatterns,
     *evaluations.urlpatterns,
 ]

@@ -1,8 +1,8 @@
 """Training REST API (/api/v1/): base models, fine-tune jobs and their actions, presets.
 
 Every MedPortal role reads; only admins write (register, create, cancel, retry, merge,
-download). Reading a job or the job list first reaps jobs whose worker went silent, so the
-API never shows a job as running when nobody runs it.
+download). Reads never change a job: silent workers are reaped on the schedule
+(``medportal.jobs.reap_silent``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from rest_framework.views import APIView
 
 from curation.selectors_versions import access_version
 from medportal.errors import InvalidInput
+from medportal.params import id_params
 from medportal.roles import ADMIN, ALL_ROLES, HasRole
 from training.api.serializers import (
+    AdapterMergeSerializer,
     BaseModelRegisterSerializer,
     BaseModelSerializer,
     FineTuneJobCreateSerializer,
@@ -38,7 +40,6 @@ from training.services.jobs import (
     finetune_job_create,
     finetune_job_merge,
     finetune_job_retry,
-    finetune_jobs_reap,
 )
 
 
@@ -111,7 +112,6 @@ class JobListView(_TrainingView):
         responses=FineTuneJobSerializer(many=True),
     )
     def get(self, request):
-        finetune_jobs_reap()
         page = self.paginate_queryset(job_list(status=request.query_params.get("status") or None))
         return self.get_paginated_response(FineTuneJobSerializer(page, many=True).data)
 
@@ -165,7 +165,6 @@ class JobDetailView(_TrainingView):
     serializer_class = FineTuneJobDetailSerializer
 
     def get(self, request, pk: int):
-        finetune_jobs_reap()
         job = job_get(pk=pk)
         return Response(job_detail_data(job, job_snapshot(job)))
 
@@ -199,18 +198,21 @@ class JobRetryView(_TrainingView):
 
 
 class JobMergeView(_TrainingView):
-    serializer_class = BaseModelSerializer
+    serializer_class = AdapterMergeSerializer
 
     @extend_schema(
         request=MergeSerializer,
-        responses={201: BaseModelSerializer},
-        description="Merge the adapter of a succeeded job into its base model; the standalone folder is registered as a new base model.",
+        responses={202: AdapterMergeSerializer},
+        description=(
+            "Queue the merge of a succeeded job's adapter into its base model; the worker registers the standalone "
+            "folder as a new base model. Poll GET /api/v1/finetune-jobs/{id}/ (`merges`) for its status."
+        ),
     )
     def post(self, request, pk: int):
         form = MergeSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        model = finetune_job_merge(actor=request.user, job=job_get(pk=pk), name=form.validated_data["name"])
-        return Response(BaseModelSerializer(model).data, status=status.HTTP_201_CREATED)
+        merge = finetune_job_merge(actor=request.user, job=job_get(pk=pk), name=form.validated_data["name"])
+        return Response(AdapterMergeSerializer(merge).data, status=status.HTTP_202_ACCEPTED)
 
 
 class JobAdapterView(_TrainingView):
@@ -243,8 +245,9 @@ class PresetListView(APIView):
     )
     def get(self, request):
         model = version = None
-        if request.query_params.get("base_model"):
-            model = _model(request.query_params["base_model"])
-        if request.query_params.get("dataset_version"):
-            version = _version(request.query_params["dataset_version"])
+        ids = id_params(request.query_params, "base_model", "dataset_version")  # not an id: 400 naming it
+        if ids["base_model"]:
+            model = _model(ids["base_model"])
+        if ids["dataset_version"]:
+            version = _version(ids["dataset_version"])
         return Response(preset_list(base_model=model, dataset_version=version))

@@ -10,6 +10,7 @@ the run that replaces it. Any exception prints
 ``{"type": "error", "message", "traceback"}`` (plus ``errors`` for a bad config) and exits 1.
 
     python -m training.engine train --config CFG.json --model DIR --train FILE [--eval FILE] --out DIR [--no-resume]
+    python -m training.engine dpo --config CFG.json --model DIR --train FILE [--eval FILE] [--adapter DIR] --out DIR [--no-resume]
     python -m training.engine merge --base DIR --adapter DIR --out DIR
     python -m training.engine build-demo-model --out DIR [--name N] [--corpus FILE ...]
     python -m training.engine inspect DIR
@@ -73,6 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder: checkpoints/, adapter/, train_log.jsonl")
     train.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
 
+    dpo = sub.add_parser("dpo", help="LoRA DPO on preference pairs (training.engine.dpo); one JSON event per line")
+    dpo.add_argument("--config", required=True, help="JSON file holding DPOConfig.to_dict() (beta, label_smoothing, finetune: {...})")
+    dpo.add_argument("--model", required=True, help="base model folder")
+    dpo.add_argument("--train", required=True, help="LLaMA-Factory pairwise JSON / TRL JSON Lines")
+    dpo.add_argument("--eval", default=None, help="held-out preference file (otherwise finetune.val_size splits --train)")
+    dpo.add_argument("--adapter", default=None, help="a succeeded SFT adapter to start from (and to use as the reference)")
+    dpo.add_argument("--out", required=True, help="run folder: checkpoints/, adapter/, reference_logps.json, train_log.jsonl")
+    dpo.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+
     merge = sub.add_parser("merge", help="merge an adapter into its base model")
     merge.add_argument("--base", required=True)
     merge.add_argument("--adapter", required=True)
@@ -81,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("build-demo-model", help="build the small local demo model")
     demo.add_argument("--out", required=True)
     demo.add_argument("--name", default=None)
-    demo.add_argument("--corpus", nargs="*", default=None, help="text / JSON / JSONL files (default: the project's demo texts)")
+    demo.add_argument("--corpus", nargs="*", default=None, help="text / JSON / JSONL files (default: the demo pre-training corpus)")
     demo.add_argument("--pretrain-steps", type=int, default=None)
     demo.add_argument("--seed", type=int, default=0)
 
@@ -108,18 +118,30 @@ def _read_corpus(paths: list[str]) -> list[str]:
     return texts
 
 
-def _run(args: argparse.Namespace, emit, stop: _Stop) -> int:
-    if args.command == "train":
-        from training.engine.config import ConfigError, FinetuneConfig
-        from training.engine.runner import train
+def _read_config(path: str) -> dict:
+    """The --config file's JSON; ConfigError naming the file when it cannot be read."""
+    from training.engine.config import ConfigError
 
-        try:
-            data = json.loads(Path(args.config).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError({"config": f"cannot read {args.config}: {exc}"}) from exc
-        config = FinetuneConfig.from_dict(data).with_overrides(args.set)
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError({"config": f"cannot read {path}: {exc}"}) from exc
+
+
+def _run(args: argparse.Namespace, emit, stop: _Stop) -> int:
+    if args.command in ("train", "dpo"):
+        data = _read_config(args.config)
+        if args.command == "train":
+            from training.engine.config import FinetuneConfig
+            from training.engine.runner import train as run
+
+            config, stage = FinetuneConfig.from_dict(data).with_overrides(args.set), {}
+        else:
+            from training.engine.dpo import DPOConfig, train_dpo as run
+
+            config, stage = DPOConfig.from_dict(data), {"adapter_path": args.adapter}
         stop.install()
-        train(
+        run(
             config,
             model_path=args.model,
             train_file=args.train,
@@ -128,6 +150,7 @@ def _run(args: argparse.Namespace, emit, stop: _Stop) -> int:
             on_event=emit,
             should_stop=stop,
             resume=not args.no_resume,
+            **stage,
         )
         return 0
     if args.command == "merge":

@@ -29,6 +29,17 @@ _FALSE = {"0", "false", "no", "off", "n", "f"}
 _NONE = {"none", "null", ""}
 
 
+# The fused loss computes the output head chunk by chunk: one chunk's fp32 logits hold about this many
+# elements (2**25 × 4 bytes = 128 MiB; 220 tokens of a 151,936 vocabulary). Here so that the estimate
+# and training/engine/fused_loss.py agree without this module importing torch.
+LOSS_CHUNK_ELEMENTS = 1 << 25
+
+
+def loss_chunk_tokens(vocab_size: int) -> int:
+    """Tokens per chunk of the fused loss: one chunk's fp32 logits ≈ 128 MiB (16 … 8192 tokens)."""
+    return max(16, min(8192, LOSS_CHUNK_ELEMENTS // max(1, int(vocab_size))))
+
+
 class ConfigError(ValueError):
     """Invalid configuration; ``errors`` maps each bad field to a message."""
 
@@ -90,6 +101,16 @@ class FinetuneConfig:
     )
     deepspeed_stage: int | None = field(
         default=None, metadata=_help("DeepSpeed ZeRO stage 2 or 3 for multi-GPU (needs the gpu extra).", "hardware")
+    )
+    fused_loss: bool = field(
+        default=True,
+        metadata=_help("Compute the loss in chunks of tokens without the full logits: far less memory, the same loss.", "hardware"),
+    )
+    use_liger_kernel: bool = field(
+        default=False, metadata=_help("Liger's Triton kernels for the loss, RMSNorm, RoPE and SwiGLU (CUDA, needs liger-kernel).", "hardware")
+    )
+    torch_compile: bool = field(
+        default=False, metadata=_help("Compile the model with torch.compile: a slower start, faster steps.", "hardware")
     )
     # checkpoints and logging
     save_steps: int = field(default=100, metadata=_help("Save a resumable checkpoint every N optimizer steps.", "output"))
@@ -225,7 +246,7 @@ class FinetuneConfig:
 
     @property
     def requires_gpu(self) -> bool:
-        return bool(self.bf16 or self.fp16 or self.quantization_bit or self.deepspeed_stage)
+        return bool(self.bf16 or self.fp16 or self.quantization_bit or self.deepspeed_stage or self.use_liger_kernel)
 
     def gpu_only_fields(self) -> dict[str, str]:
         """The fields that need CUDA, with why (the runner refuses them on a CPU-only machine)."""
@@ -238,6 +259,8 @@ class FinetuneConfig:
             found["quantization_bit"] = "QLoRA (bitsandbytes) needs a CUDA GPU; set quantization_bit=none to train on CPU"
         if self.deepspeed_stage:
             found["deepspeed_stage"] = "DeepSpeed needs CUDA GPUs; set deepspeed_stage=none to train on CPU"
+        if self.use_liger_kernel:
+            found["use_liger_kernel"] = "Liger's kernels need a CUDA GPU; set use_liger_kernel=false to train on CPU"
         return found
 
     def deepspeed_config(self) -> dict[str, Any]:
@@ -335,22 +358,24 @@ PRESETS: dict[str, dict[str, Any]] = {
         "save_steps": 100,
         "logging_steps": 10,
     },
-    # A run that visibly learns in about a minute on two CPU cores with the demo model: a fixed
-    # budget of 100 steps whatever the dataset size (many epochs of the 10 demo pairs, a part of
-    # an epoch of a large set), fp32, packed rows of 256 tokens.
+    # A run that visibly learns in a minute or two on two CPU cores with the demo model: a fixed
+    # budget of 120 steps whatever the dataset size (a dozen epochs of the ~120 demo train pairs,
+    # a part of an epoch of a large set), fp32, packed rows of 256 tokens. Rank 32 at 5e-3: the
+    # demo model is a few million parameters, and rank 8 at 1e-3 barely moved its loss in that
+    # budget (docs/BENCHMARKS.md, "The demo fine-tune").
     "cpu_demo": {
         "template": "default",
         "cutoff_len": 256,
         "max_samples": 400,
         "val_size": 0.1,
-        "lora_rank": 8,
-        "lora_alpha": 16,
+        "lora_rank": 32,
+        "lora_alpha": 64,
         "lora_target": "all",
-        "learning_rate": 1e-3,
+        "learning_rate": 5e-3,
         "lr_scheduler_type": "cosine",
         "warmup_ratio": 0.05,
         "num_train_epochs": 3.0,
-        "max_steps": 100,
+        "max_steps": 120,
         "per_device_train_batch_size": 4,
         "gradient_accumulation_steps": 1,
         "packing": True,
@@ -391,7 +416,8 @@ def estimate(
     memory = weights (2 bytes/param in bf16/fp16, 4 in fp32, 0.5 in 4-bit, 1 in 8-bit)
            + LoRA parameters × 16 bytes (fp32 weight + grad + two Adam moments)
            + activations ≈ batch × cutoff × hidden × layers × (34 bytes, or 2 with checkpointing) × (dtype/2)
-           + logits ≈ batch × cutoff × vocab × 8 bytes + 1 GiB CUDA context, all × 1.1.
+           + logits ≈ batch × cutoff × vocab × 8 bytes (with the fused loss one chunk: ≈ 2**25 × (4 + 2) bytes)
+           + 1 GiB CUDA context, all × 1.1.
     time   = train tokens × (4·N, or 6·N with checkpointing) FLOPs / (gpu_tflops × mfu):
              forward 2N per token, backward through frozen weights 2N (input gradients only),
              recomputation another 2N.
@@ -430,7 +456,12 @@ def estimate(
     seq = config.cutoff_len if config.packing else tokens_per_example
     per_token_layer = 2.0 if config.gradient_checkpointing else 34.0
     activations_gb = config.per_device_train_batch_size * seq * hidden_size * num_layers * per_token_layer * (act_bytes / 2) / gib
-    logits_gb = config.per_device_train_batch_size * seq * (vocab_size or 0) * 8 / gib
+    tokens_per_forward = config.per_device_train_batch_size * seq
+    if config.fused_loss or config.use_liger_kernel:
+        # one chunk at a time: its fp32 logits, reused in place for their gradient, plus its copy in the compute dtype
+        logits_gb = min(tokens_per_forward, loss_chunk_tokens(vocab_size or 1)) * (vocab_size or 0) * (4 + act_bytes) / gib
+    else:
+        logits_gb = tokens_per_forward * (vocab_size or 0) * 8 / gib
     gpu_memory_gb = (weights_gb + lora_gb + activations_gb + logits_gb + 1.0) * 1.1
 
     flops_per_token = (6.0 if config.gradient_checkpointing else 4.0) * num_parameters

@@ -103,6 +103,20 @@ def encode_records(
     return examples, dropped, truncated
 
 
+def train_eval_records(
+    config: Any, train_file: str | Path, eval_file: str | Path | None, read: Callable[[str | Path], list[dict[str, Any]]] = read_records
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train, eval) records: the first ``config.max_samples`` of ``train_file``, and ``eval_file``
+    when given, else a ``config.val_size`` share split off by ``config.seed``. ``read`` reads a file
+    (SFT records by default; DPO passes its preference reader)."""
+    records = read(train_file)
+    if config.max_samples is not None:
+        records = records[: config.max_samples]
+    if eval_file:
+        return records, read(eval_file)
+    return split_records(records, config.val_size, config.seed)
+
+
 def prepare_data(
     config: Any,
     tokenizer: Any,
@@ -112,13 +126,7 @@ def prepare_data(
     on_message: Callable[[str, str], None] | None = None,
 ) -> PreparedData:
     """max_samples → validation split → tokenization → (packing). ``config`` is a FinetuneConfig."""
-    records = read_records(train_file)
-    if config.max_samples is not None:
-        records = records[: config.max_samples]
-    if eval_file:
-        train_records, eval_records = records, read_records(eval_file)
-    else:
-        train_records, eval_records = split_records(records, config.val_size, config.seed)
+    train_records, eval_records = train_eval_records(config, train_file, eval_file)
     train, dropped_train, trunc_train = encode_records(tokenizer, config.template, train_records, config.cutoff_len)
     held, dropped_eval, trunc_eval = encode_records(tokenizer, config.template, eval_records, config.cutoff_len)
     if not train:

@@ -3,7 +3,9 @@
 A byte-level BPE tokenizer (Qwen2's pre-tokenizer, so any UTF-8 text, unseen Chinese included, can be
 encoded) trained with the ``tokenizers`` library, saved as a ``Qwen2Tokenizer`` with Qwen3's ChatML chat
 template; a ``Qwen3ForCausalLM`` of a few million parameters, briefly pre-trained on the corpus (causal
-LM on random windows of the packed texts, AdamW) so that it writes sentences. The folder is an ordinary
+LM on random windows of the packed texts, each text also as one chat exchange, AdamW) so that it writes
+sentences and answers in turns. The demo corpus (``demo_corpus``) is health prose written for it and is
+disjoint from every demo QA pair, so that the demo fine-tune is scored on answers neither model saw. The folder is an ordinary
 Hugging Face model folder: ``AutoModelForCausalLM`` / ``AutoTokenizer`` load it, and so does every other
 tool that reads such folders.
 """
@@ -12,12 +14,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_DATA_DIR = REPO_ROOT / "curation" / "demo_data"
+DEMO_CORPUS_FILE = DEMO_DATA_DIR / "pretrain_corpus.txt"
+# A run of this many CJK characters (or words) shared with a demo pair counts as a leak.
+OVERLAP_NGRAM = 8
 
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -84,22 +90,85 @@ _TEMPLATE_WORDS = (
 )
 
 
-def demo_corpus() -> list[str]:
-    """The project's own demo texts: one text per record of ``curation/demo_data/*.jsonl``.
-
-    A text is the question (instruction, then input when there is one) and the answer, one per line.
-    """
-    texts: list[str] = []
+def demo_pairs() -> list[dict]:
+    """The demo QA pairs: every record of ``curation/demo_data/*.jsonl`` (reviewed and drafts)."""
+    records: list[dict] = []
     for path in sorted(DEMO_DATA_DIR.glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
+            if line.strip():
+                records.append(json.loads(line))
+    return records
+
+
+def _units(text: str) -> list[str]:
+    """Comparison units: one per CJK character, one per Latin word or number (case folded)."""
+    return _UNIT_RE.findall(text.casefold())
+
+
+_UNIT_RE = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_\u3400-\u9fff\uf900-\ufaff]+")
+
+
+def corpus_overlap(texts: Iterable[str], pairs: Iterable[dict], *, n: int = OVERLAP_NGRAM) -> list[str]:
+    """Where ``texts`` leak a QA pair: each problem as a sentence (empty list: disjoint).
+
+    A leak is a pair's question, input or answer found whole in a text (compared on units: CJK
+    characters and words, punctuation and spacing ignored), or any run of ``n`` units that a text
+    shares with one of them. Pre-training on the answers a fine-tune is later scored on makes the
+    base model look better than it is and the tuned model worse (docs/fine-tuning.md, "Demo").
+    """
+    grams: dict[tuple[str, ...], str] = {}
+    wholes: list[tuple[str, str]] = []
+    for pair in pairs:
+        label = str(pair.get("instruction") or "")[:40]
+        for key in ("instruction", "input", "output"):
+            units = _units(str(pair.get(key) or ""))
+            if not units:
                 continue
-            record = json.loads(line)
-            parts = [str(record.get(key) or "").strip() for key in ("instruction", "input", "output")]
-            text = "\n".join(part for part in parts if part)
-            if text:
-                texts.append(text)
+            wholes.append(("\x1f".join(units), label))
+            for i in range(len(units) - n + 1):
+                grams.setdefault(tuple(units[i : i + n]), label)
+    problems: list[str] = []
+    for number, text in enumerate(texts, start=1):
+        units = _units(text)
+        joined = "\x1f".join(units)
+        found = {label for whole, label in wholes if len(whole) > 1 and f"\x1f{whole}\x1f" in f"\x1f{joined}\x1f"}
+        for i in range(len(units) - n + 1):
+            label = grams.get(tuple(units[i : i + n]))
+            if label is not None:
+                found.add(label)
+        problems += [f"corpus text {number} repeats the demo pair '{label}'" for label in sorted(found)]
+    return problems
+
+
+def demo_corpus() -> list[str]:
+    """The demo model's pre-training texts: the paragraphs of ``curation/demo_data/pretrain_corpus.txt``.
+
+    Short health-education prose written for this purpose, disjoint from every demo QA pair (checked
+    here: a ``ValueError`` names the leaking pair), so that the demo fine-tune is scored on answers the
+    model has never seen.
+    """
+    raw = DEMO_CORPUS_FILE.read_text(encoding="utf-8")
+    texts = [" ".join(line.strip() for line in block.splitlines() if line.strip()) for block in re.split(r"\n\s*\n", raw)]
+    texts = [text for text in texts if text]
+    problems = corpus_overlap(texts, demo_pairs())
+    if problems:
+        raise ValueError(f"the demo pre-training corpus overlaps the demo QA pairs: {'; '.join(problems[:5])}")
     return texts
+
+
+_SENTENCE_END = re.compile(r"(?<=[。！？])|(?<=[.!?])\s+(?=[A-Z])")
+
+
+def chat_turn(text: str) -> str | None:
+    """A corpus text as one chat exchange in the model's own template (``enable_thinking=False``):
+    its first sentence as the user turn, the rest as the assistant's answer. None for a one-sentence
+    text. Pre-training on these teaches the model the turn format, so that the base model answers a
+    prompt with prose and stops, instead of babbling: the fine-tune then only has to teach answers."""
+    parts = [part.strip() for part in _SENTENCE_END.split(text.strip(), maxsplit=1)]
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        return None
+    question, answer = parts
+    return f"{IM_START}user\n{question}{IM_END}\n{IM_START}assistant\n<think>\n\n</think>\n\n{answer}{IM_END}\n"
 
 
 def _train_tokenizer(texts: list[str], vocab_size: int):
@@ -175,6 +244,7 @@ def build_demo_model(
     seq_len: int = 128,
     batch_size: int = 8,
     learning_rate: float = 1e-3,
+    chat_turns: bool = True,
     on_progress: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train the tokenizer, pre-train a small Qwen3 on ``texts`` and save both into ``out_dir``.
@@ -203,6 +273,9 @@ def build_demo_model(
     stream: list[int] = []
     for text in corpus:
         stream += tokenizer(text, add_special_tokens=False)["input_ids"] + [eos_id]
+        turn = chat_turn(text) if chat_turns else None
+        if turn:
+            stream += tokenizer(turn, add_special_tokens=False)["input_ids"] + [eos_id]
     data = torch.tensor(stream, dtype=torch.long)
     window = min(seq_len, len(stream) - 1)
     if window < 2:

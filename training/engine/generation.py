@@ -31,6 +31,8 @@ from typing import Any
 
 from training.engine.templates import _infer_seqlen, encode_conversation, prompt_ids, stop_token_ids
 
+from .loading import load_model  # the one loader (re-exported: evaluation calls it from here)
+
 # MedPortal's default: greedy, so that two runs of the same model give the same numbers.
 DEFAULT_PARAMS: dict[str, Any] = {
     "max_new_tokens": 512,
@@ -69,30 +71,6 @@ class GenerationStopped(Exception):
         super().__init__(f"generation stopped after {done} answers")
         self.done = done
         self.results = results
-
-
-def load_model(model_path: str, adapter_path: str | None = None, *, device: str | None = None):
-    """(model, tokenizer) ready to generate: the adapter's tokenizer when it has one, eval mode,
-    bf16 on a GPU that supports it, float32 otherwise."""
-    from pathlib import Path
-
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda"):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        dtype = torch.float32
-    tok_dir = adapter_path if adapter_path and (Path(adapter_path) / "tokenizer_config.json").is_file() else model_path
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-    if adapter_path:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter_path)
-    model.to(device).eval()
-    return model, tokenizer
 
 
 def encode_prompts(tokenizer, template: str, conversations: Sequence[Sequence[Mapping[str, Any]]], cutoff_len: int) -> list[list[int]]:

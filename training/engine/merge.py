@@ -18,18 +18,18 @@ MERGE_INFO = "medportal_merge.json"
 
 def merge_adapter(*, base_path: str | Path, adapter_path: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Write base + adapter as one model into ``out_dir``; returns ``{"path", "num_parameters"}``."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import GenerationConfig
+
+    from .loading import add_adapter, load_base, load_tokenizer
 
     base_path, adapter_path, out = Path(base_path), Path(adapter_path), Path(out_dir)
     if not (adapter_path / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter_path} is not a PEFT adapter folder (no adapter_config.json)")
     started = time.monotonic()
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto")
-    merged = PeftModel.from_pretrained(base, adapter_path).merge_and_unload()
+    base = load_base(base_path, dtype="auto")  # the base model's own dtype
+    merged = add_adapter(base, adapter_path).merge_and_unload()
     merged.config.use_cache = True
-    tokenizer_source = adapter_path if (adapter_path / "tokenizer_config.json").is_file() else base_path
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    tokenizer = load_tokenizer(base_path, adapter_path)
 
     out.mkdir(parents=True, exist_ok=True)
     try:

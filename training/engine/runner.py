@@ -188,6 +188,70 @@ def _make_callback(emit: _EventSink, should_stop: Callable[[], bool], start_info
     return EventCallback()
 
 
+def _engine_trainer_class():
+    from transformers import Trainer
+
+    class EngineTrainer(Trainer):
+        """The Trainer, with the count of input tokens kept on the device between logs.
+
+        transformers reads the count back (``.item()``) after every micro-batch, which waits for the
+        GPU each step. Here it is summed on the device and read when the Trainer is about to log,
+        save, evaluate or stop (the same points on every rank), so ``state.num_input_tokens_seen`` is
+        exact whenever a callback, a checkpoint or the end of the run reads it.
+        """
+
+        _pending_tokens = None
+
+        def _track_num_input_tokens(self, inputs):
+            if self.args.include_num_input_tokens_seen == "no":
+                return
+            if "attention_mask" in inputs:
+                count = inputs["attention_mask"].sum()
+            else:
+                count = (inputs["input_ids"] != self.processing_class.pad_token_id).sum()
+            self._pending_tokens = count if self._pending_tokens is None else self._pending_tokens + count
+
+        def flush_token_count(self) -> None:
+            import torch
+
+            if self._pending_tokens is None:
+                return
+            pending = torch.as_tensor(self._pending_tokens, device=self.args.device, dtype=torch.int64)
+            self._pending_tokens = None
+            self.state.num_input_tokens_seen += int(self.accelerator.gather(pending).sum().item())
+
+        def _maybe_log_save_evaluate(self, *args, **kwargs):
+            control = self.control
+            if control.should_log or control.should_save or control.should_evaluate or control.should_training_stop:
+                self.flush_token_count()
+            return super()._maybe_log_save_evaluate(*args, **kwargs)
+
+        def _save_checkpoint(self, *args, **kwargs):
+            self.flush_token_count()
+            return super()._save_checkpoint(*args, **kwargs)
+
+    return EngineTrainer
+
+
+def _use_fused_loss(config: FinetuneConfig, model, emit: _EventSink) -> str | None:
+    """Wire the chunked (or Liger's) fused loss into the model; None when the plain loss stays."""
+    from training.engine.fused_loss import enable_fused_loss, unsupported_reason
+
+    if not (config.fused_loss or config.use_liger_kernel):
+        return None
+    reason = unsupported_reason(model)
+    if reason:
+        if config.use_liger_kernel:
+            raise ConfigError({"use_liger_kernel": f"Liger's fused loss cannot be used here: {reason}"})
+        emit.message("warning", f"the fused loss is off for this model ({reason}); the loss is computed over the full logits")
+        return None
+    try:
+        enable_fused_loss(model, use_liger=config.use_liger_kernel)
+    except RuntimeError as exc:
+        raise ConfigError({"use_liger_kernel": str(exc)}) from exc
+    return "liger" if config.use_liger_kernel else "chunked"
+
+
 def _num(value: Any) -> float | None:
     if value is None:
         return None
@@ -209,6 +273,8 @@ def _check_hardware(config: FinetuneConfig) -> None:
         raise ConfigError({"quantization_bit": "bitsandbytes is not installed (pip install 'medportal[gpu]')"})
     if config.deepspeed_stage and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError({"deepspeed_stage": "deepspeed is not installed (pip install 'medportal[gpu]')"})
+    if config.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
+        raise ConfigError({"use_liger_kernel": "liger-kernel is not installed (pip install liger-kernel)"})
 
 
 def _training_arguments(config: FinetuneConfig, checkpoints_dir: Path, has_eval: bool):
@@ -261,6 +327,13 @@ def _training_arguments(config: FinetuneConfig, checkpoints_dir: Path, has_eval:
         remove_unused_columns=False,
         label_names=["labels"],
         include_num_input_tokens_seen="non_padding",
+        # No host-device synchronisation in a step unless it logs: the loss is not checked for NaN on the host
+        # every step (a non-finite loss is reported as null in the log event instead), batches are copied to
+        # the GPU asynchronously from pinned memory, and the token count is read back at logging (EngineTrainer).
+        logging_nan_inf_filter=False,
+        accelerator_config={"non_blocking": True} if torch.cuda.is_available() else None,
+        optim="adamw_torch_fused",  # one fused kernel for every LoRA tensor (CPU and CUDA)
+        torch_compile=config.torch_compile,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         ddp_find_unused_parameters=False,
@@ -270,7 +343,8 @@ def _training_arguments(config: FinetuneConfig, checkpoints_dir: Path, has_eval:
 
 def _load_model(config: FinetuneConfig, model_path: str):
     import torch
-    from transformers import AutoModelForCausalLM
+
+    from .loading import load_base
 
     kwargs: dict[str, Any] = {}
     compute_dtype = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
@@ -285,7 +359,7 @@ def _load_model(config: FinetuneConfig, model_path: str):
         else:
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    model = AutoModelForCausalLM.from_pretrained(model_path, attn_implementation="sdpa", **kwargs)
+    model = load_base(model_path, attn_implementation="sdpa", **kwargs)
     model.config.use_cache = False
     if config.quantization_bit:
         from peft import prepare_model_for_kbit_training
@@ -314,12 +388,9 @@ def _apply_lora(config: FinetuneConfig, model):
 
 
 def _load_tokenizer(model_path: str):
-    from transformers import AutoTokenizer
+    from .loading import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return load_tokenizer(model_path)
 
 
 def _loss_bounds(log_history: list[dict[str, Any]]) -> tuple[float | None, float | None]:
@@ -373,7 +444,7 @@ def _train(config, model_path, train_file, eval_file, output_dir, checkpoints_di
     import peft
     import torch
     import transformers
-    from transformers import PrinterCallback, Trainer, set_seed
+    from transformers import PrinterCallback, set_seed
 
     transformers.utils.logging.disable_progress_bar()
     if should_stop():
@@ -396,9 +467,12 @@ def _train(config, model_path, train_file, eval_file, output_dir, checkpoints_di
         checkpoint = _choose_checkpoint(run_key, output_dir, checkpoints_dir, adapter_dir, emit, resume)
     set_seed(config.seed)  # the LoRA initialisation
     model = _apply_lora(config, _load_model(config, model_path))
+    loss_kind = _use_fused_loss(config, model, emit)
     trainable, all_params = model.get_nb_trainable_parameters()
     device = f"cuda ({torch.cuda.get_device_name(0)}) × {torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
-    emit.message("info", f"training on {device}, world size {args.world_size}, template {config.template}")
+    emit.message(
+        "info", f"training on {device}, world size {args.world_size}, template {config.template}, loss {loss_kind or 'plain'}"
+    )
 
     start_info = {
         "num_train_examples": len(data.train) if not data.packed else sum(1 for row in data.train for p in row["position_ids"] if p == 0),
@@ -410,7 +484,7 @@ def _train(config, model_path, train_file, eval_file, output_dir, checkpoints_di
     }
     callback = _make_callback(emit, should_stop, start_info, checkpoints_dir)
     pad_multiple = 8 if torch.cuda.is_available() and not data.packed else None
-    trainer = Trainer(
+    trainer = _engine_trainer_class()(
         model=model,
         args=args,
         train_dataset=ListDataset(data.train),
@@ -421,6 +495,7 @@ def _train(config, model_path, train_file, eval_file, output_dir, checkpoints_di
     )
     trainer.remove_callback(PrinterCallback)  # it print()s every log to stdout
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    trainer.flush_token_count()
     history = trainer.state.log_history
     tokens = int(trainer.state.num_input_tokens_seen)
     session_tokens = tokens - callback._tokens_at_start

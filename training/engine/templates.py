@@ -213,6 +213,21 @@ def _normalise(messages: Sequence[Mapping[str, Any]], template: str) -> tuple[st
     return system, turns
 
 
+def template_chat_messages(template: str, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation for a server that applies its own chat template (a hosted model, whose
+    tokenizer is not here): the named template's default system prompt when none is given, and
+    ``medical_inquiry`` user turns written out as their labelled fields (患者信息：… 症状描述：…)."""
+    _check_template(template)
+    system, turns = _normalise(messages, template)
+    if template == "default":
+        return _as_messages(system, turns)
+    fmt = _NAMED[template]
+    system = system if system else (fmt.default_system or None)
+    if template == "medical_inquiry":
+        turns = [(_medical_user(question).rstrip("\n"), answer) for question, answer in turns]
+    return _as_messages(system, turns)
+
+
 def records_to_messages(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A LLaMA-Factory alpaca record (instruction, input, output, system, history) as chat messages.
 

@@ -5,12 +5,9 @@ The helpers below are shared by the services of this package."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from django.core.exceptions import ValidationError
 
-from django.conf import settings
-from django.db.models import Q
-
-from medportal.errors import NotAllowed
+from medportal.errors import InvalidInput, NotAllowed
 from medportal.roles import is_admin
 
 
@@ -20,8 +17,10 @@ def require_admin(actor, message: str) -> None:
         raise NotAllowed(message)
 
 
-def heartbeat_silent(now: datetime) -> Q:
-    """Rows whose worker has been silent longer than MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S (no
-    heartbeat since then, or none at all since a start that long ago)."""
-    cutoff = now - timedelta(seconds=settings.MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S)
-    return Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+def full_clean_or_invalid(obj) -> None:
+    """``obj.full_clean()``; its field errors as one InvalidInput (details by field)."""
+    try:
+        obj.full_clean()
+    except ValidationError as exc:
+        details = {k: " ".join(str(m) for m in v) for k, v in exc.message_dict.items()}
+        raise InvalidInput(" ".join(details.values()), details=details) from None

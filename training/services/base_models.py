@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
 from medportal.audit import audit_record
 from medportal.errors import InvalidInput
 from training.models import BaseModel, FineTuneJob
-from training.services import require_admin
+from training.services import full_clean_or_invalid, require_admin
 
 
 def base_model_inspect(path: str | Path) -> dict:
@@ -42,6 +41,30 @@ def base_model_inspect(path: str | Path) -> dict:
     return info
 
 
+def _name_taken(name: str) -> InvalidInput:
+    message = _("A base model named '%(name)s' is already registered.") % {"name": name}
+    return InvalidInput(message, details={"name": message})
+
+
+def base_model_name_free(name: str) -> None:
+    """InvalidInput unless no base model is registered as ``name``."""
+    if BaseModel.objects.filter(name=name).exists():
+        raise _name_taken(name)
+
+
+def base_model_save(model: BaseModel, *, actor, summary: str, changes: dict) -> BaseModel:
+    """Validate and save a new registry entry with its ``base_model.register`` audit record;
+    InvalidInput for a bad field or a name a concurrent registration took."""
+    full_clean_or_invalid(model)
+    try:
+        with transaction.atomic():
+            model.save()
+            audit_record(actor=actor, action="base_model.register", target=model, summary=summary, changes=changes)
+    except IntegrityError:  # a concurrent registration took the name
+        raise _name_taken(model.name) from None
+    return model
+
+
 def base_model_register(*, actor, name: str, path: str | Path, description: str = "", source_job: FineTuneJob | None = None) -> BaseModel:
     """Register the model folder ``path`` under ``name`` (admins only).
 
@@ -54,9 +77,7 @@ def base_model_register(*, actor, name: str, path: str | Path, description: str 
         raise InvalidInput(_("Give the model a name."), details={"name": _("This field is required.")})
     info = base_model_inspect(path)
     folder = str(Path(path).expanduser().resolve())
-    if BaseModel.objects.filter(name=name).exists():
-        message = _("A base model named '%(name)s' is already registered.") % {"name": name}
-        raise InvalidInput(message, details={"name": message})
+    base_model_name_free(name)
     existing = BaseModel.objects.filter(path=folder).first()
     if existing is not None:
         message = _("This folder is already registered as '%(name)s'.") % {"name": existing.name}
@@ -76,25 +97,12 @@ def base_model_register(*, actor, name: str, path: str | Path, description: str 
         source_job=source_job,
         registered_by=actor,
     )
-    try:
-        model.full_clean()
-    except ValidationError as exc:
-        details = {k: " ".join(str(m) for m in v) for k, v in exc.message_dict.items()}
-        raise InvalidInput(" ".join(details.values()), details=details) from None
-    try:
-        with transaction.atomic():
-            model.save()
-            audit_record(
-                actor=actor,
-                action="base_model.register",
-                target=model,
-                summary=f"{model.name}: {model.architecture or model.model_type} ({model.num_parameters:,} parameters) at {model.path}",
-                changes={"name": model.name, "path": model.path, "source_job": source_job.pk if source_job else None},
-            )
-    except IntegrityError:  # a concurrent registration took the name
-        message = _("A base model named '%(name)s' is already registered.") % {"name": name}
-        raise InvalidInput(message, details={"name": message}) from None
-    return model
+    return base_model_save(
+        model,
+        actor=actor,
+        summary=f"{model.name}: {model.architecture or model.model_type} ({model.num_parameters:,} parameters) at {model.path}",
+        changes={"name": model.name, "path": model.path, "source_job": source_job.pk if source_job else None},
+    )
 
 
-__all__ = ["base_model_inspect", "base_model_register"]
+__all__ = ["base_model_inspect", "base_model_name_free", "base_model_register", "base_model_save"]

@@ -1,21 +1,23 @@
-"""Fine-tune jobs: create, cancel, retry, merge, and reap the jobs whose worker died.
+"""Fine-tune jobs: create, cancel, retry, merge (queued), download the adapter.
 
-The life of a job (docs/fine-tuning.md has the admin's version):
+A job is a background job of kind "finetune" (``medportal.jobs``, registered in
+``training.apps``; docs/fine-tuning.md has the admin's version):
 
 * ``finetune_job_create`` validates the recipe (a preset plus overrides, through the engine's
   ``FinetuneConfig``), stores it and queues the job on the django-q2 ``gpu`` cluster once the
-  transaction commits, passing the id only.
-* The worker (``training.worker``) claims it with a conditional UPDATE (queued → running,
-  ``attempt`` + 1), runs the engine in a child process and writes progress, heartbeats and
-  the outcome on the row.
+  transaction commits, passing the id only (``jobs.enqueue_after_commit``).
+* The worker (``training.workers.finetune``) claims it with a conditional UPDATE (queued →
+  running, ``attempt`` + 1), runs the engine in a child process and writes progress,
+  heartbeats and the outcome on the row.
 * ``finetune_job_cancel`` cancels a queued job at once; for a running one it sets
   ``cancel_requested_at`` and the worker stops the child and marks the job cancelled.
 * ``finetune_job_retry`` queues a failed or cancelled job again, resuming from its last
   checkpoint when it has one (or starting afresh).
-* ``finetune_jobs_reap`` finds running jobs whose heartbeat stopped (the worker was killed,
-  its host went down) and, per the job's ``on_worker_death``, fails them with the reason or
-  queues them again to resume from their last checkpoint. A django-q2 schedule runs it every
-  minute (migration 0002) and every job page / API read runs it too.
+* A job whose worker went silent is reaped by ``medportal.jobs.reap_silent`` (every minute, on
+  the default cluster): per its ``on_worker_death`` it is failed with the reason or queued again
+  to resume from its last checkpoint.
+* ``finetune_job_merge`` queues the merge of a succeeded job's adapter (kind "merge",
+  ``training.workers.merge``): it never runs in the request.
 
 Every change bumps ``version`` (the live page and the worker's conditional updates rely on
 it) and pings the job's live pages through ``training.live.notify_job_changed``.
@@ -24,35 +26,29 @@ it) and pings the job's live pages through ``training.live.notify_job_changed``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
-from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from curation.models import DatasetVersion
+from medportal import jobs
 from medportal.audit import audit_record
-from medportal.errors import ApplicationError, InvalidInput, InvalidTransition
-from training.models import BaseModel, FineTuneJob, FineTuneMetric
-from training.services import heartbeat_silent, require_admin
+from medportal.errors import InvalidInput, InvalidTransition
+from medportal.jobs import log_tail_append
+from training.models import AdapterMerge, BaseModel, FineTuneJob, FineTuneMetric
+from training.services import require_admin
 
 logger = logging.getLogger(__name__)
 
-TASK = "training.tasks.finetune_job_task"
-TASK_HOOK = "training.tasks.finetune_job_hook"
-QUEUE = "gpu"
-LOG_TAIL_LINES = 50
+KIND = "finetune"  # medportal.jobs kind (registered in training.apps)
+MERGE_KIND = "merge"
 
 Status = FineTuneJob.Status
 
@@ -70,13 +66,6 @@ def job_changed(job_id: int) -> None:
 def job_output_dir(job_id: int) -> Path:
     """The folder of one job: data, config, checkpoints, adapter and training log."""
     return Path(settings.MEDPORTAL_TRAINING_DIR) / f"job-{int(job_id)}"
-
-
-def log_tail_append(tail: str, *lines: str) -> str:
-    """``tail`` with ``lines`` added, keeping the last LOG_TAIL_LINES lines."""
-    kept = [line for line in (tail or "").splitlines() if line]
-    kept.extend(line for line in lines if line)
-    return "\n".join(kept[-LOG_TAIL_LINES:])
 
 
 def _check_not_stale(job: FineTuneJob, fresh: int) -> None:
@@ -126,6 +115,46 @@ def finetune_config_build(*, preset: str = "", overrides: dict | None = None, se
 # --------------------------------------------------------------------------- create
 
 
+def check_trainable_base(base_model: BaseModel, config) -> None:
+    """Refuse a retired or hosted base model, or the model's own template when it has none
+    (every fine-tune stage checks the same)."""
+    if not base_model.is_active:
+        message = _("Base model '%(name)s' is retired; pick an active one.") % {"name": base_model.name}
+        raise InvalidInput(message, details={"base_model": message})
+    if base_model.is_hosted:
+        message = _("'%(name)s' is a hosted model: it has no local weights to fine-tune.") % {"name": base_model.name}
+        raise InvalidInput(message, details={"base_model": message})
+    if config.template == "default" and not base_model.has_chat_template:
+        message = _("Base model '%(name)s' has no chat template of its own; choose a named template (%(names)s).") % {
+            "name": base_model.name,
+            "names": "llama3, qwen3, alpaca, medical_inquiry",
+        }
+        raise InvalidInput(message, details={"template": message})
+
+
+def worker_death_policy(on_worker_death: str | None) -> str:
+    """"fail" or "requeue" (default: settings.MEDPORTAL_ON_WORKER_DEATH); InvalidInput otherwise."""
+    policy = on_worker_death or settings.MEDPORTAL_ON_WORKER_DEATH
+    if policy not in FineTuneJob.OnWorkerDeath.values:
+        message = _("Unknown policy '%(policy)s'; choose fail or requeue.") % {"policy": policy}
+        raise InvalidInput(message, details={"on_worker_death": message})
+    return policy
+
+
+def finetune_job_insert(*, actor, summary: str, changes: dict, enqueue: bool, **fields) -> FineTuneJob:
+    """Create a queued FineTuneJob of any stage with ``fields``, its output folder and its
+    ``finetune_job.create`` audit record (summary after "#<id>: "), and queue its task after
+    commit unless ``enqueue`` is False."""
+    with transaction.atomic():
+        job = FineTuneJob.objects.create(status=Status.QUEUED, queued_at=timezone.now(), created_by=actor, **fields)
+        job.output_dir = str(job_output_dir(job.pk))
+        job.save(update_fields=["output_dir"])
+        audit_record(actor=actor, action="finetune_job.create", target=job, summary=f"#{job.pk}: {summary}", changes=changes)
+        if enqueue:
+            jobs.enqueue_after_commit(KIND, job.pk)
+    return job
+
+
 def finetune_job_create(
     *,
     actor,
@@ -146,100 +175,35 @@ def finetune_job_create(
     """
     require_admin(actor, _("Only admins can start fine-tune jobs."))
     config = finetune_config_build(preset=preset, overrides=overrides)
-    policy = on_worker_death or settings.MEDPORTAL_ON_WORKER_DEATH
-    if policy not in FineTuneJob.OnWorkerDeath.values:
-        message = _("Unknown policy '%(policy)s'; choose fail or requeue.") % {"policy": policy}
-        raise InvalidInput(message, details={"on_worker_death": message})
+    policy = worker_death_policy(on_worker_death)
     if int((dataset_version.counts or {}).get("train", 0)) < 1:
         message = _("Dataset version '%(name)s' has no training split; freeze one with a train ratio above 0.") % {
             "name": dataset_version.name
         }
         raise InvalidInput(message, details={"dataset_version": message})
-    if not base_model.is_active:
-        message = _("Base model '%(name)s' is retired; pick an active one.") % {"name": base_model.name}
-        raise InvalidInput(message, details={"base_model": message})
-    if config.template == "default" and not base_model.has_chat_template:
-        message = _("Base model '%(name)s' has no chat template of its own; choose a named template (%(names)s).") % {
-            "name": base_model.name,
-            "names": "llama3, qwen3, alpaca, medical_inquiry",
-        }
-        raise InvalidInput(message, details={"template": message})
+    check_trainable_base(base_model, config)
 
-    now = timezone.now()
-    with transaction.atomic():
-        job = FineTuneJob.objects.create(
-            dataset_version=dataset_version,
-            base_model=base_model,
-            preset=(preset or "").strip(),
-            config=config.to_dict(),
-            on_worker_death=policy,
-            evaluate_after=bool(evaluate_after),
-            status=Status.QUEUED,
-            queued_at=now,
-            created_by=actor,
-        )
-        job.output_dir = str(job_output_dir(job.pk))
-        job.save(update_fields=["output_dir"])
-        audit_record(
-            actor=actor,
-            action="finetune_job.create",
-            target=job,
-            summary=f"#{job.pk}: {base_model.name} on {dataset_version.name}" + (f" ({job.preset})" if job.preset else ""),
-            changes={
-                "preset": job.preset,
-                "config": job.config,
-                "on_worker_death": policy,
-                "evaluate_after": bool(evaluate_after),
-                "dataset_version": dataset_version.pk,
-                "base_model": base_model.pk,
-            },
-        )
-        if enqueue:
-            transaction.on_commit(lambda pk=job.pk: finetune_job_enqueue(job_id=pk))
-    return job
-
-
-def finetune_job_enqueue(*, job_id: int) -> str | None:
-    """Hand a queued job to the ``gpu`` cluster and store the task id.
-
-    Called after commit. A broker that cannot be reached fails the job with the reason, so
-    the admin sees it on the job instead of a job that stays queued forever.
-    """
-    from django_q.tasks import async_task
-
-    try:
-        task_id = async_task(TASK, int(job_id), cluster=QUEUE, hook=TASK_HOOK, task_name=f"finetune-job-{job_id}")
-    except Exception as exc:
-        logger.exception("Could not enqueue fine-tune job %s", job_id)
-        finetune_job_fail(job_id=job_id, message=f"Could not queue the job for the GPU workers: {exc}")
-        return None
-    # Whatever the job's status by now (a fast worker may have claimed it already): the hook
-    # of this task only acts on the job while this is its latest task.
-    FineTuneJob.objects.filter(pk=job_id).update(task_id=str(task_id or "")[:64], version=F("version") + 1)
-    job_changed(job_id)
-    return task_id
-
-
-def finetune_job_fail(*, job_id: int, message: str, task_id: str | None = None) -> bool:
-    """Mark an unfinished job failed with ``message`` (task hook, broker errors). True if it was.
-
-    With ``task_id`` only while that task is the job's latest (a late failure of an old task
-    leaves a job that was queued again alone)."""
-    rows = FineTuneJob.objects.filter(pk=job_id, status__in=list(FineTuneJob.ACTIVE))
-    if task_id is not None:
-        rows = rows.filter(task_id__in=["", str(task_id)[:64]])
-    done = rows.update(status=Status.FAILED, error=message, finished_at=timezone.now(), eta_seconds=None, version=F("version") + 1)
-    if done:
-        job = FineTuneJob.objects.get(pk=job_id)
-        audit_record(
-            actor=None,
-            action="finetune_job.fail",
-            target=job,
-            summary=f"#{job_id}: {message}",
-            changes={"status": "failed", "error": message},
-        )
-        job_changed(job_id)
-    return bool(done)
+    preset = (preset or "").strip()
+    config = config.to_dict()
+    return finetune_job_insert(
+        actor=actor,
+        summary=f"{base_model.name} on {dataset_version.name}" + (f" ({preset})" if preset else ""),
+        changes={
+            "preset": preset,
+            "config": config,
+            "on_worker_death": policy,
+            "evaluate_after": bool(evaluate_after),
+            "dataset_version": dataset_version.pk,
+            "base_model": base_model.pk,
+        },
+        enqueue=enqueue,
+        dataset_version=dataset_version,
+        base_model=base_model,
+        preset=preset,
+        config=config,
+        on_worker_death=policy,
+        evaluate_after=bool(evaluate_after),
+    )
 
 
 # --------------------------------------------------------------------------- cancel / retry
@@ -249,27 +213,20 @@ def finetune_job_cancel(*, actor, job: FineTuneJob) -> FineTuneJob:
     """Cancel a job: a queued one at once; a running one when its worker stops the child
     (within a few seconds; the job shows "cancel requested" until then)."""
     require_admin(actor, _("Only admins can cancel fine-tune jobs."))
-    now = timezone.now()
     with transaction.atomic():
-        if FineTuneJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(
-            status=Status.CANCELLED, cancel_requested_at=now, finished_at=now, eta_seconds=None, version=F("version") + 1
-        ):
-            action = "cancelled while queued"
-        elif FineTuneJob.objects.filter(pk=job.pk, status=Status.RUNNING, cancel_requested_at__isnull=True).update(
-            cancel_requested_at=now, version=F("version") + 1
-        ):
-            action = "cancel requested"
-        else:
-            job.refresh_from_db()
-            if job.status == Status.RUNNING:  # asked twice: the first request stands
-                return job
+        outcome = jobs.request_cancel(KIND, job.pk)
+        job.refresh_from_db()
+        if outcome == "already":  # asked twice: the first request stands
+            return job
+        if not outcome:
             raise InvalidTransition(
                 _("Job #%(id)s is %(status)s; only queued or running jobs can be cancelled.")
                 % {"id": job.pk, "status": job.get_status_display()}
             )
-        job.refresh_from_db()
+        if outcome == "cancelled":
+            FineTuneJob.objects.filter(pk=job.pk).update(eta_seconds=None)
+        action = "cancelled while queued" if outcome == "cancelled" else "cancel requested"
         audit_record(actor=actor, action="finetune_job.cancel", target=job, summary=f"#{job.pk}: {action}", changes={"status": job.status})
-        job_changed(job.pk)
     return job
 
 
@@ -296,18 +253,7 @@ def finetune_job_retry(*, actor, job: FineTuneJob, resume: bool = True) -> FineT
         raise InvalidInput(_("Base model '%(name)s' is retired; start a new job with an active one.") % {"name": job.base_model.name})
     resuming = bool(resume and _has_checkpoint(job))
     now = timezone.now()
-    fields = {
-        "status": Status.QUEUED,
-        "error": "",
-        "cancel_requested_at": None,
-        "finished_at": None,
-        "worker": "",
-        "heartbeat_at": None,
-        "eta_seconds": None,
-        "queued_at": now,
-        "task_id": "",
-        "version": F("version") + 1,
-    }
+    fields = {"eta_seconds": None, "queued_at": now}
     if resuming:
         note = f"[{now:%Y-%m-%d %H:%M:%S}] retried: resuming from the last checkpoint"
     else:
@@ -328,7 +274,7 @@ def finetune_job_retry(*, actor, job: FineTuneJob, resume: bool = True) -> FineT
         )
     fields["log_tail"] = log_tail_append(job.log_tail if resuming else "", note)
     with transaction.atomic():
-        fresh = FineTuneJob.objects.filter(pk=job.pk, status__in=[Status.FAILED, Status.CANCELLED]).update(**fields)
+        fresh = jobs.requeue(KIND, job.pk, **fields)
         _check_not_stale(job, fresh)
         if not resuming:
             FineTuneMetric.objects.filter(job_id=job.pk).delete()
@@ -341,8 +287,6 @@ def finetune_job_retry(*, actor, job: FineTuneJob, resume: bool = True) -> FineT
             summary=f"#{job.pk}: " + ("resume from the last checkpoint" if resuming else "start afresh"),
             changes={"resume": resuming},
         )
-        transaction.on_commit(lambda pk=job.pk: finetune_job_enqueue(job_id=pk))
-        job_changed(job.pk)
     return job
 
 
@@ -355,106 +299,24 @@ def _clear_outputs(job: FineTuneJob) -> None:
         shutil.rmtree(folder / name, ignore_errors=True)
 
 
-# --------------------------------------------------------------------------- reaping
-
-
-# Messages stored on the row (error, log tail) are in English, like the engine's and the
-# worker's: they are written by background processes whatever the reader's language.
-
-
-def _reason(job: FineTuneJob) -> str:
-    beat = job.heartbeat_at or job.started_at
-    when = timezone.localtime(beat).strftime("%Y-%m-%d %H:%M:%S %Z") if beat else "?"
-    return f"The worker {job.worker or '?'} stopped sending heartbeats at {when}."
-
-
-def finetune_jobs_reap(*, now: datetime | None = None) -> list[int]:
-    """Deal with running jobs whose heartbeat is older than MEDPORTAL_JOB_HEARTBEAT_TIMEOUT_S.
-
-    Per the job's ``on_worker_death``: "fail" marks it failed with the reason; "requeue"
-    queues it again to resume from its last checkpoint, until it has been started
-    MEDPORTAL_JOB_MAX_ATTEMPTS times, then fails it. A job whose cancel was requested is
-    cancelled. Each change is a conditional UPDATE (still running, same attempt, still
-    silent), so two reapers, or a worker that comes back, never act on the same job twice.
-    Returns the ids of the jobs it changed.
-    """
-    now = now or timezone.now()
-    silent = heartbeat_silent(now)
-    stale = list(
-        FineTuneJob.objects.filter(silent, status=Status.RUNNING).only(
-            "pk", "worker", "heartbeat_at", "started_at", "attempt", "on_worker_death", "cancel_requested_at", "log_tail", "version"
-        )
-    )
-    reaped: list[int] = []
-    for job in stale:
-        reason = _reason(job)
-        still = FineTuneJob.objects.filter(silent, pk=job.pk, status=Status.RUNNING, attempt=job.attempt)
-        common = {"eta_seconds": None, "version": F("version") + 1}
-        requeue = False
-        if job.cancel_requested_at is not None:
-            outcome = "cancelled"
-            changed = still.update(status=Status.CANCELLED, finished_at=now, log_tail=log_tail_append(job.log_tail, reason), **common)
-        elif job.on_worker_death == FineTuneJob.OnWorkerDeath.REQUEUE and job.attempt < settings.MEDPORTAL_JOB_MAX_ATTEMPTS:
-            outcome = "requeued"
-            requeue = True
-            note = f"{reason} Queued again to resume from the last checkpoint."
-            changed = still.update(
-                status=Status.QUEUED,
-                queued_at=now,
-                task_id="",
-                worker="",
-                heartbeat_at=None,
-                log_tail=log_tail_append(job.log_tail, note),
-                **common,
-            )
-        else:
-            outcome = "failed"
-            error = reason
-            if job.on_worker_death == FineTuneJob.OnWorkerDeath.REQUEUE:
-                error += f" Not queued again: the job was already started {job.attempt} times."
-            changed = still.update(
-                status=Status.FAILED, error=error, finished_at=now, log_tail=log_tail_append(job.log_tail, error), **common
-            )
-        if not changed:
-            continue
-        reaped.append(job.pk)
-        audit_record(
-            actor=None,
-            action="finetune_job.reap",
-            target=job,
-            summary=f"#{job.pk}: {outcome}: {reason}",
-            changes={"status": outcome, "attempt": job.attempt},
-        )
-        if requeue:
-            transaction.on_commit(lambda pk=job.pk: finetune_job_enqueue(job_id=pk))
-        job_changed(job.pk)
-    if reaped:
-        # A dead gpu cluster may have taken the task of the next queued job from the broker
-        # already (django-q2 prefetches one task per worker): Redis lost it, the ORM broker
-        # hides it until the retry delay. Queue every waiting job once more; the conditional
-        # claim makes the extra task of a job that was not stranded a no-op.
-        for pk in FineTuneJob.objects.filter(status=Status.QUEUED).exclude(pk__in=reaped).values_list("pk", flat=True):
-            transaction.on_commit(lambda pk=pk: finetune_job_enqueue(job_id=pk))
-    return reaped
-
-
 # --------------------------------------------------------------------------- merge
 
 
-def _merge_dir(name: str) -> Path:
+def merge_dir(name: str) -> Path:
+    """The folder of a merged model."""
     return Path(settings.MEDPORTAL_TRAINING_DIR) / "merged" / name
 
 
-def finetune_job_merge(*, actor, job: FineTuneJob, name: str) -> BaseModel:
-    """Merge the adapter of a succeeded job into its base model and register the result.
+def finetune_job_merge(*, actor, job: FineTuneJob, name: str, enqueue: bool = True) -> AdapterMerge:
+    """Queue the merge of a succeeded job's adapter into its base model (kind "merge").
 
-    Runs ``python -m training.engine merge`` in a child process (the weights never load in
-    the web or worker process), writes a standalone model folder under
-    MEDPORTAL_TRAINING_DIR/merged/<name> and registers it as a new base model whose
-    ``source_job`` is the job.
+    Checked here (InvalidTransition / InvalidInput): the job succeeded and its adapter folder
+    exists, the name is a free slug and its folder MEDPORTAL_TRAINING_DIR/merged/<name> does not
+    exist. The worker (``training.workers.merge``) runs ``python -m training.engine merge`` in a
+    child process and registers the folder as a new base model whose ``source_job`` is the job.
+    ``enqueue=False`` leaves it queued without a task (``merge_adapter`` runs it in its own
+    process).
     """
-    from training.services.base_models import base_model_register
-
     require_admin(actor, _("Only admins can merge adapters."))
     if job.status != Status.SUCCEEDED:
         raise InvalidTransition(
@@ -475,55 +337,26 @@ def finetune_job_merge(*, actor, job: FineTuneJob, name: str) -> BaseModel:
     if BaseModel.objects.filter(name=name).exists():
         message = _("A base model named '%(name)s' is already registered.") % {"name": name}
         raise InvalidInput(message, details={"name": message})
-    out = _merge_dir(name)
+    if AdapterMerge.objects.filter(name=name, status__in=list(AdapterMerge.ACTIVE)).exists():
+        message = _("A merge into '%(name)s' is already queued or running.") % {"name": name}
+        raise InvalidInput(message, details={"name": message})
+    out = merge_dir(name)
     if out.exists():
         message = _("The folder %(path)s already exists; choose another name.") % {"path": out}
         raise InvalidInput(message, details={"name": message})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "training.engine",
-        "merge",
-        "--base",
-        job.base_model.path,
-        "--adapter",
-        job.adapter_path,
-        "--out",
-        str(out),
-    ]
-    done = subprocess.run(command, cwd=settings.BASE_DIR, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if done.returncode != 0:
-        shutil.rmtree(out, ignore_errors=True)
-        raise ApplicationError(_("Merging failed: %(error)s") % {"error": _child_error(done.stdout, done.stderr)})
-    model = base_model_register(
-        actor=actor,
-        name=name,
-        path=out,
-        description=f"The adapter of job #{job.pk} merged into {job.base_model.name} (dataset version {job.dataset_version.name}).",
-        source_job=job,
-    )
-    audit_record(
-        actor=actor,
-        action="finetune_job.merge",
-        target=job,
-        summary=f"#{job.pk} → {model.name} at {model.path}",
-        changes={"base_model": model.pk},
-    )
-    return model
-
-
-def _child_error(stdout: str, stderr: str) -> str:
-    """The message of the engine's error event, else the end of its stderr."""
-    for line in reversed((stdout or "").splitlines()):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and event.get("type") == "error":
-            return str(event.get("message") or "unknown error")
-    tail = [line for line in (stderr or "").splitlines() if line.strip()][-5:]
-    return "\n".join(tail) or "the engine exited without a message"
+    with transaction.atomic():
+        merge = AdapterMerge.objects.create(job=job, name=name, path=str(out), created_by=actor)
+        audit_record(
+            actor=actor,
+            action="finetune_job.merge",
+            target=job,
+            summary=f"#{job.pk} → {name}: queued (merge #{merge.pk})",
+            changes={"merge": merge.pk, "name": name},
+        )
+        if enqueue:
+            jobs.enqueue_after_commit(MERGE_KIND, merge.pk)
+        job_changed(job.pk)
+    return merge
 
 
 # --------------------------------------------------------------------------- adapter archive
@@ -564,11 +397,9 @@ __all__ = [
     "finetune_job_adapter_archive",
     "finetune_job_cancel",
     "finetune_job_create",
-    "finetune_job_enqueue",
-    "finetune_job_fail",
     "finetune_job_merge",
     "finetune_job_retry",
-    "finetune_jobs_reap",
+    "merge_dir",
     "job_changed",
     "job_output_dir",
 ]

@@ -11,8 +11,8 @@ computed here (``diff_html``: difflib at character level, every piece escaped).
 from __future__ import annotations
 
 import difflib
-import io
 import json
+import re
 from typing import Any
 
 from django import forms
@@ -32,6 +32,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from curation.models import DatasetItem, DatasetVersion
 from medportal.errors import ApplicationError, NotAllowed
 from medportal.pagination import CappedPaginator
+from medportal.params import page_filter_ids, prefill_id
 from medportal.roles import ADMIN, is_admin, role_required
 from training.engine.generation import GENERATION_PRESETS
 from training.engine.metrics import METRIC_KEYS, MODE_LABELS, MODES
@@ -83,6 +84,15 @@ DIFF_LIMIT = 20000
 # ---- the difference highlighter -----------------------------------------------------------
 
 
+_BLANK_RUN = re.compile(r"\n(?:[ \t\r\f\v\u3000]*\n){2,}")
+
+
+def collapse_blank_lines(text: str) -> str:
+    """Runs of blank lines shown as one blank line (a model that answers with hundreds of empty
+    lines made one example thousands of pixels tall); the stored answer and its scores are unchanged."""
+    return _BLANK_RUN.sub("\n\n", text or "")
+
+
 def diff_html(prediction: str, reference: str) -> tuple[SafeString, SafeString]:
     """The prediction and the reference as HTML, character by character, with what differs marked.
 
@@ -91,7 +101,7 @@ def diff_html(prediction: str, reference: str) -> tuple[SafeString, SafeString]:
     it). Everything is escaped, so markup in a model's answer stays text. Texts beyond
     ``DIFF_LIMIT`` characters are shown escaped but unmarked.
     """
-    prediction, reference = prediction or "", reference or ""
+    prediction, reference = collapse_blank_lines(prediction), collapse_blank_lines(reference)
     if len(prediction) > DIFF_LIMIT or len(reference) > DIFF_LIMIT:
         return mark_safe(escape(prediction)), mark_safe(escape(reference))
     exact = max(len(prediction), len(reference)) <= DIFF_EXACT_LIMIT
@@ -115,17 +125,19 @@ def diff_html(prediction: str, reference: str) -> tuple[SafeString, SafeString]:
 
 
 def _int_param(request, name: str) -> int | None:
-    value = request.GET.get(name, "")
-    return int(value) if value.isdigit() else None
+    """An id that only preselects something (the run to compare with, a form's choice)."""
+    return prefill_id(request.GET, name)
 
 
 @role_required()
 @require_GET
 def evaluation_list_view(request):
-    version_id, job_id = _int_param(request, "dataset_version"), _int_param(request, "job")
+    ids = page_filter_ids(request, "dataset_version", "job")  # not an id: nothing listed, and a message
+    version_id, job_id = (ids["dataset_version"], ids["job"]) if ids else (None, None)
     version = DatasetVersion.objects.filter(pk=version_id).first() if version_id else None
     job = FineTuneJob.objects.filter(pk=job_id).select_related("base_model", "dataset_version").first() if job_id else None
-    page = CappedPaginator(evaluation_list(dataset_version=version, job=job), PAGE_SIZE).get_page(request.GET.get("page"))
+    runs = evaluation_list(dataset_version=version, job=job) if ids is not None else EvalRun.objects.none()
+    page = CappedPaginator(runs, PAGE_SIZE).get_page(request.GET.get("page"))
     runs = list(page.object_list)
     for run in runs:
         run.mode_short = MODE_SHORT.get(run.mode, run.mode)
@@ -154,6 +166,14 @@ class _JobChoiceField(forms.ModelChoiceField):
         return _("#%(id)s %(model)s ← %(version)s") % {"id": job.pk, "model": job.base_model.name, "version": job.dataset_version.name}
 
 
+class _ContenderChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, base_model: BaseModel) -> str:
+        """A hosted model on an external endpoint says so (training.runnables.runnable_label)."""
+        from training.runnables import runnable_label
+
+        return runnable_label(base_model)
+
+
 class EvaluationForm(forms.Form):
     dataset_version = forms.ModelChoiceField(
         label=gettext_lazy("Dataset version"), queryset=DatasetVersion.objects.order_by("-created_at"), empty_label=None
@@ -168,9 +188,9 @@ class EvaluationForm(forms.Form):
         initial=DatasetItem.Split.TEST,
         help_text=gettext_lazy("Held-out answers the model never saw: the test split (or validation)."),
     )
-    base_model = forms.ModelChoiceField(
+    base_model = _ContenderChoiceField(
         label=gettext_lazy("Base model"),
-        queryset=BaseModel.objects.filter(is_active=True),
+        queryset=BaseModel.objects.filter(is_active=True).select_related("endpoint"),
         required=False,
         help_text=gettext_lazy("Taken from the fine-tune job when one is chosen."),
     )
@@ -185,6 +205,38 @@ class EvaluationForm(forms.Form):
         required=False,
         initial=True,
         help_text=gettext_lazy("Queues a second run without the adapter, so the report compares base and tuned."),
+    )
+    more_models = forms.ModelMultipleChoiceField(
+        label=gettext_lazy("More contenders"),
+        queryset=BaseModel.objects.filter(is_active=True).select_related("endpoint"),
+        required=False,
+        help_text=gettext_lazy("Other models (hosted ones included) answering the same items, side by side in one comparison."),
+    )
+    suites = forms.MultipleChoiceField(
+        label=gettext_lazy("Suites"),
+        choices=[
+            ("reference", gettext_lazy("Reference answers (BLEU / ROUGE)")),
+            ("mcq", gettext_lazy("Multiple choice")),
+            ("diagnosis", gettext_lazy("Diagnosis")),
+            ("rubric", gettext_lazy("Rubric judge")),
+        ],
+        initial=["reference"],
+        required=False,  # none ticked: the reference answers
+        widget=forms.CheckboxSelectMultiple,
+    )
+    judge_model = _ContenderChoiceField(
+        label=gettext_lazy("Judge model"),
+        queryset=BaseModel.objects.filter(is_active=True).select_related("endpoint"),
+        required=False,
+        help_text=gettext_lazy("Scores every answer 1-5 on the chat rubric (the rubric suite)."),
+    )
+    mcq_shots = forms.IntegerField(
+        label=gettext_lazy("Multiple-choice shots"),
+        required=False,
+        min_value=0,
+        max_value=5,
+        initial=0,
+        help_text=gettext_lazy("0-5 solved questions from the version's other splits put before each multiple-choice question."),
     )
     mode = forms.ChoiceField(
         label=gettext_lazy("Metrics"), choices=[(m, MODE_SHORT[m]) for m in MODES], initial="llamafactory", widget=forms.RadioSelect
@@ -218,7 +270,7 @@ class EvaluationForm(forms.Form):
         super().__init__(*args, **kwargs)
         for name, field in self.fields.items():
             widget = field.widget
-            if isinstance(widget, forms.RadioSelect):
+            if isinstance(widget, (forms.RadioSelect, forms.CheckboxSelectMultiple)):
                 continue
             if isinstance(widget, forms.CheckboxInput):
                 widget.attrs.setdefault("class", "form-check-input")
@@ -256,7 +308,10 @@ class EvaluationForm(forms.Form):
 
     @property
     def params(self) -> dict:
-        return {name: self.cleaned_data.get(name) for name in PARAM_NAMES}
+        params = {name: self.cleaned_data.get(name) for name in PARAM_NAMES}
+        if self.cleaned_data.get("mcq_shots"):
+            params["mcq_shots"] = self.cleaned_data["mcq_shots"]  # only the mcq suite reads it
+        return params
 
     def param_fields(self):
         return [self[name] for name in PARAM_NAMES]
@@ -292,6 +347,18 @@ def evaluation_create_view(request):
             "max_samples": data.get("max_samples"),
         }
         try:
+            suites = data.get("suites") or ["reference"]
+            if set(suites) != {"reference"} or data.get("more_models") or data.get("judge_model"):
+                from training.services.eval_suites import evaluation_compare_create
+
+                contenders = [(data["base_model"], None)] if data["also_base"] and data["job"] is not None else []
+                contenders.append((data["base_model"], data["job"]))
+                contenders += [(m, None) for m in data.get("more_models") or () if (m, None) not in contenders]
+                runs = evaluation_compare_create(
+                    dataset_version=data["dataset_version"], contenders=contenders, suites=suites, judge_model=data.get("judge_model"), **common
+                )
+                messages.success(request, _("%(n)s evaluation runs were queued in one comparison.") % {"n": len(runs)})
+                return redirect("training:evaluation-compare", group=runs[0].group)
             if data["also_base"] and data["job"] is not None:
                 _base_run, run = evaluation_pair_create(job=data["job"], **common)
                 done = _("Two evaluation runs were queued: the base model (#%(base)s) and the fine-tuned one (#%(id)s).") % {
@@ -412,6 +479,18 @@ def _run_context(run: EvalRun) -> dict:
     return {"run": run, "active": active}
 
 
+def _compare_url(run: EvalRun) -> str | None:
+    """The comparison page of the run's group (docs/evaluation-suites.md), when it has one."""
+    from django.urls import NoReverseMatch, reverse
+
+    if not run.group:
+        return None
+    try:
+        return reverse("training:evaluation-compare", kwargs={"group": run.group})
+    except NoReverseMatch:
+        return None
+
+
 @role_required()
 @require_GET
 def evaluation_detail_view(request, pk):
@@ -457,6 +536,7 @@ def evaluation_detail_view(request, pk):
             "mode_short": MODE_SHORT.get(run.mode, run.mode),
             "mode_long": mode_label(run.mode),
             "print_view": print_view,
+            "compare_url": _compare_url(run),
             "can_cancel": is_admin(request.user) and run.status in (EvalRun.Status.QUEUED, EvalRun.Status.RUNNING),
         },
     )
@@ -520,42 +600,33 @@ def _export_rows(run: EvalRun) -> tuple[list[dict], list[dict]]:
 def evaluation_export_json_view(request, pk):
     run = evaluation_get(pk=pk)
     summary_rows, sample_rows = _export_rows(run)
-    body = {"run": run.pk, "summary": summary_rows, "samples": sample_rows}
-    response = HttpResponse(json.dumps(body, ensure_ascii=False, indent=1), content_type="application/json; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{_filename(run, "json")}"'
+    return json_download({"run": run.pk, "summary": summary_rows, "samples": sample_rows}, _filename(run, "json"))
+
+
+def xlsx_download(sheets: dict[str, list[dict]], filename: str) -> HttpResponse:
+    """An XLSX attachment with one sheet per entry (title: rows of dicts; the columns are the
+    keys in their first order), written by the one writer: formula-like text stays text,
+    illegal characters are dropped."""
+    from medportal.xlsx import MIME_TYPE, XlsxWriter
+
+    book = XlsxWriter()
+    for title, rows in sheets.items():
+        columns: list[str] = []
+        for row in rows:
+            columns.extend(k for k in row if k not in columns)
+        sheet = book.sheet(title, columns or ["field"])
+        for row in rows:
+            sheet.append(row.get(c) for c in columns)
+    response = HttpResponse(book.getvalue(), content_type=MIME_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
 
-def _xlsx_cell(ws, value):
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
-    if isinstance(value, (dict, list)):
-        value = json.dumps(value, ensure_ascii=False)
-    if hasattr(value, "isoformat"):
-        value = value.isoformat()
-    if isinstance(value, str):
-        cell = WriteOnlyCell(ws, value=ILLEGAL_CHARACTERS_RE.sub("", value))
-        cell.data_type = "s"  # a model's answer that starts with "=" stays text, never a formula
-        return cell
-    return WriteOnlyCell(ws, value=value)
-
-
-def _xlsx_sheet(wb, title: str, rows: list[dict]) -> None:
-    from openpyxl.styles import Font
-
-    ws = wb.create_sheet(title)
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
-    header = []
-    for name in columns or ["field"]:
-        cell = _xlsx_cell(ws, name)
-        cell.font = Font(bold=True)
-        header.append(cell)
-    ws.append(header)
-    for row in rows:
-        ws.append([_xlsx_cell(ws, row.get(c)) for c in columns])
+def json_download(body, filename: str, **dumps) -> HttpResponse:
+    """A JSON attachment (UTF-8, indented)."""
+    response = HttpResponse(json.dumps(body, ensure_ascii=False, indent=1, **dumps), content_type="application/json; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 @role_required()
@@ -563,18 +634,9 @@ def _xlsx_sheet(wb, title: str, rows: list[dict]) -> None:
 def evaluation_export_xlsx_view(request, pk):
     """Two sheets: ``summary`` (the whole run, then one row per department: metrics; the run's
     row also has its speed and settings) and ``samples`` (one row per answer with its scores)."""
-    from openpyxl import Workbook
-
     run = evaluation_get(pk=pk)
     summary_rows, sample_rows = _export_rows(run)
-    wb = Workbook(write_only=True)
-    _xlsx_sheet(wb, "summary", summary_rows)
-    _xlsx_sheet(wb, "samples", sample_rows)
-    buf = io.BytesIO()
-    wb.save(buf)
-    response = HttpResponse(buf.getvalue(), content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
-    response["Content-Disposition"] = f'attachment; filename="{_filename(run, "xlsx")}"'
-    return response
+    return xlsx_download({"summary": summary_rows, "samples": sample_rows}, _filename(run, "xlsx"))
 
 
 urlpatterns = [

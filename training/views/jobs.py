@@ -12,12 +12,13 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse
 from django.shortcuts import redirect, render
-from django.urls import path, reverse
+from django.urls import path
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from medportal.errors import ApplicationError, NotAllowed
 from medportal.pagination import CappedPaginator
+from medportal.params import prefill_id
 from medportal.roles import ADMIN, is_admin, role_required
 from training.engine.config import PRESETS
 from training.forms import (
@@ -73,9 +74,9 @@ def job_list_view(request):
 def _form_initial(request) -> dict:
     initial = {}
     for key in ("dataset_version", "base_model"):
-        value = request.GET.get(key, "")
-        if value.isdigit():
-            initial[key] = int(value)
+        value = prefill_id(request.GET, key)  # preselects only: not an id is ignored
+        if value:
+            initial[key] = value
     if request.GET.get("preset") in PRESETS:
         preset = request.GET["preset"]
         initial.update(preset=preset, config_preset=preset, **preset_values(preset))
@@ -193,10 +194,7 @@ def _live_labels() -> dict:
     }
 
 
-@role_required()
-@require_GET
-def job_detail_view(request, pk):
-    job = job_get(pk=pk)
+def _render_job_detail(request, job: FineTuneJob, *, merge_name: str | None = None, merge_error: str = "", status: int = 200):
     snapshot = job_snapshot(job)
     return render(
         request,
@@ -208,10 +206,32 @@ def job_detail_view(request, pk):
             "preset_label": preset_label(job.preset),
             "live_labels": _live_labels(),
             "ws_path": f"/ws/training/jobs/{job.pk}/",
-            "merge_name": f"{job.base_model.name}-job{job.pk}"[:100],
+            "merge_name": merge_name if merge_name is not None else f"{job.base_model.name}-job{job.pk}"[:100],
+            "merge_error": merge_error,
             "can_download": is_admin(request.user),
+            **_merges_context(job),
         },
+        status=status,
     )
+
+
+def _merges_context(job: FineTuneJob) -> dict:
+    merges = list(job.merges.select_related("base_model").order_by("-created_at", "-id"))
+    return {"merges": merges, "merges_active": any(m.is_active for m in merges)}
+
+
+@role_required()
+@require_GET
+def job_detail_view(request, pk):
+    return _render_job_detail(request, job_get(pk=pk))
+
+
+@role_required()
+@require_GET
+def job_merges_view(request, pk):
+    """The merges of a job (status, progress, error), polled by the job page while one is active."""
+    job = job_get(pk=pk)
+    return render(request, "training/_job_merges.html", {"job": job, **_merges_context(job)})
 
 
 def _act(request, pk, action, success: str):
@@ -257,12 +277,21 @@ def job_merge_view(request, pk):
     from training.services.jobs import finetune_job_merge
 
     name = request.POST.get("name", "").strip()
-    model, _job = _act(
-        request, pk, lambda job: finetune_job_merge(actor=request.user, job=job, name=name), _("The adapter of job #%(id)s was merged.")
-    )
-    if model is not None:
-        return redirect("training:model-detail", pk=model.pk)
-    return redirect(reverse("training:job-detail", kwargs={"pk": pk}) + "#artifacts")
+    job = job_get(pk=pk)
+    try:
+        finetune_job_merge(actor=request.user, job=job, name=name)
+    except NotAllowed:
+        raise PermissionDenied from None
+    except ApplicationError as exc:
+        if job.status != FineTuneJob.Status.SUCCEEDED:  # no merge form on the page: the page's message area
+            messages.error(request, exc.message)
+            return redirect("training:job-detail", pk=pk)
+        # Under the name field of the merge form, with the name as typed (not in the page's message
+        # area, far above the form).
+        return _render_job_detail(request, job_get(pk=pk), merge_name=name, merge_error=exc.message, status=400)
+    messages.success(request, _("The merge of job #%(id)s was queued; this page shows its progress.") % {"id": job.pk})
+    return redirect("training:job-detail", pk=pk)
+
 
 
 @role_required(ADMIN)
@@ -290,5 +319,6 @@ urlpatterns = [
     path("jobs/<int:pk>/cancel/", job_cancel_view, name="job-cancel"),
     path("jobs/<int:pk>/retry/", job_retry_view, name="job-retry"),
     path("jobs/<int:pk>/merge/", job_merge_view, name="job-merge"),
+    path("jobs/<int:pk>/merges/", job_merges_view, name="job-merges"),
     path("jobs/<int:pk>/adapter.zip", job_adapter_view, name="job-adapter"),
 ]

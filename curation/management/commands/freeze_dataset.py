@@ -2,6 +2,10 @@
 
     python manage.py freeze_dataset --name v1 --department 心内科 --tag 高血压 --split 0.8,0.1,0.1 --seed 42 --json
 
+A selection holding pairs with unmasked personal identifiers is refused (the error lists
+them); ``--mask-identifiers`` masks them first, audited per pair. A split with a ratio above 0
+that would get no pair is refused with the number of approved pairs needed.
+
 ``--as-user`` names the curator/admin recorded as the one who froze it; by default the
 first active superuser, else the first active member of the "admin" group (lowest id).
 With ``--json`` the last line printed is
@@ -46,6 +50,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--as-user", help="Username of the curator/admin freezing it (default: the first active admin)."
         )
+        parser.add_argument(
+            "--mask-identifiers",
+            action="store_true",
+            help="Mask the personal identifiers of the selected pairs first (audited per pair); "
+            "without it a selection holding identifiers is refused.",
+        )
         parser.add_argument("--json", action="store_true", help="End with one JSON line: version_id, hash, counts.")
 
     def handle(self, *args, **opts):
@@ -68,14 +78,20 @@ class Command(BaseCommand):
                 filters={"synthetic": opts["synthetic"], "sources": opts["source"]},
                 split=opts["split"],
                 seed=opts["seed"],
+                mask_identifiers=opts["mask_identifiers"],
             )
         except ApplicationError as exc:
-            raise CommandError(exc.message) from None
+            details = exc.details if isinstance(exc.details, dict) else {}
+            hint = " Re-run with --mask-identifiers to mask them all first." if details.get("identifier_pairs") else ""
+            raise CommandError(exc.message + hint) from None
         counts = {k: version.counts[k] for k in ("train", "validation", "test")}
         self.stdout.write(
             f"Froze dataset version '{version.name}' (#{version.pk}) as {user.get_username()}: "
             f"train {counts['train']}, validation {counts['validation']}, test {counts['test']}, "
             f"{version.synthetic_count} synthetic; hash {version.content_hash}"
         )
+        masked = version.masked_pairs
+        if masked:
+            self.stdout.write(f"Masked the identifiers of {len(masked)} pairs first: " + ", ".join(f"#{pk}" for pk in masked))
         if opts["json"]:
             self.stdout.write(json.dumps({"version_id": version.pk, "hash": version.content_hash, "counts": counts}))

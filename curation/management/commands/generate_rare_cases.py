@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, no_translations
 
+from curation.management.common import command_user
 from curation.services.rare import LANGS, TASKS, rare_cases_generate
 from medportal.errors import ApplicationError
 
@@ -34,7 +34,7 @@ class Command(BaseCommand):
 
     @no_translations
     def handle(self, *args, **opts):
-        user = self._user(opts["as_user"])
+        user = command_user(opts["as_user"], action="generate")
         ids = [p.strip() for d in opts["disease"] for p in d.split(",") if p.strip()]
         try:
             result = rare_cases_generate(
@@ -51,15 +51,3 @@ class Command(BaseCommand):
         )
         for error in result.errors:
             self.stderr.write(f"  {error['disease_id']}: {error['message']}")
-
-    def _user(self, username: str | None):
-        User = get_user_model()
-        if username:
-            try:
-                return User.objects.get(**{User.USERNAME_FIELD: username})
-            except User.DoesNotExist:
-                raise CommandError(f"Unknown user '{username}'.") from None
-        user = User.objects.filter(is_superuser=True, is_active=True).order_by("pk").first()
-        if user is None:
-            raise CommandError("No user to generate as: create a superuser or pass --as-user USERNAME.")
-        return user

@@ -9,17 +9,17 @@ from __future__ import annotations
 import json
 import threading
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, no_translations
 
+from curation.management.common import command_user
 from curation.importers import FORMATS, QA_FIELDS
 from curation.models import ImportBatch
 from curation.services.imports import (
     import_batch_counts,
     import_batch_create,
-    import_batch_run,
     mapping_parse,
 )
+from curation.workers.imports import import_batch_run
 from medportal.errors import ApplicationError
 
 # Files larger than this print progress to stderr (unless --json).
@@ -47,7 +47,7 @@ class Command(BaseCommand):
 
     @no_translations  # messages in English, like Django's own commands
     def handle(self, *args, **opts):
-        user = self._user(opts["as_user"])
+        user = command_user(opts["as_user"])
         try:
             mapping = mapping_parse(opts["map"])
             batch = import_batch_create(
@@ -107,18 +107,6 @@ class Command(BaseCommand):
         if len(batch.issues) > 20:
             self.stdout.write(f"  … {len(batch.issues) - 20} more in the batch report (import #{batch.pk}).")
 
-    def _user(self, username: str | None):
-        User = get_user_model()
-        if username:
-            try:
-                return User.objects.get(**{User.USERNAME_FIELD: username})
-            except User.DoesNotExist:
-                raise CommandError(f"Unknown user '{username}'.") from None
-        user = User.objects.filter(is_superuser=True, is_active=True).order_by("pk").first()
-        if user is None:
-            raise CommandError("No user to import as: create a superuser (manage.py createsuperuser) or pass --as-user USERNAME.")
-        return user
-
 
 def _one_line(message: str) -> str:
     return " ".join((message or "The import failed.").split())
@@ -165,4 +153,3 @@ class _ProgressPrinter:
             pass
         finally:
             connection.close()
-

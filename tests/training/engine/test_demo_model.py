@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 
-from training.engine.demo_model import ENDOFTEXT, IM_END, METADATA_FILE, build_demo_model, demo_corpus
+from training.engine.demo_model import ENDOFTEXT, IM_END, METADATA_FILE, build_demo_model, chat_turn, corpus_overlap, demo_corpus
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +22,14 @@ def loaded(demo_model_dir):
     return AutoModelForCausalLM.from_pretrained(demo_model_dir), AutoTokenizer.from_pretrained(demo_model_dir)
 
 
-def test_demo_corpus_is_the_projects_demo_texts():
-    from training.engine.demo_model import DEMO_DATA_DIR
+def _windows(text: str, n: int) -> set[str]:
+    """Every run of n CJK characters or n words of a text (punctuation and spacing dropped)."""
+    units = re.findall(r"[\u3400-\u9fff]|[a-z0-9]+", text.lower())
+    return {" ".join(units[i : i + n]) for i in range(len(units) - n + 1)}
+
+
+def test_the_pretraining_corpus_is_prose_that_shares_no_text_with_any_demo_pair():
+    from training.engine.demo_model import DEMO_CORPUS_FILE, DEMO_DATA_DIR
 
     records = [
         json.loads(line)
@@ -28,10 +38,63 @@ def test_demo_corpus_is_the_projects_demo_texts():
         if line.strip()
     ]
     texts = demo_corpus()
+    corpus = "\n".join(texts)
 
-    assert len(texts) == len(records) >= 20
-    for record, text in zip(records, texts, strict=True):
-        assert text == "\n".join(part for part in (record["instruction"], record.get("input"), record["output"]) if part)
+    assert len(texts) >= 100 and sum(map(len, texts)) >= 12_000
+    assert texts == [" ".join(p.split()) for p in DEMO_CORPUS_FILE.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    corpus_windows = set().union(*(_windows(text, 8) for text in texts))
+    for record in records:
+        for key in ("instruction", "input", "output"):
+            field = (record.get(key) or "").strip()
+            if not field:
+                continue
+            assert field not in corpus and field.rstrip("？?。.") not in corpus, field
+            assert not _windows(field, 8) & corpus_windows, (field, sorted(_windows(field, 8) & corpus_windows)[:3])
+
+
+def test_a_corpus_that_leaks_a_pair_is_refused(tmp_path, monkeypatch):
+    from training.engine import demo_model
+
+    pair = {"instruction": "脂肪肝能逆转吗？", "output": "早期的非酒精性脂肪肝通过减重、控制饮食、规律运动，多数可以明显改善。"}
+    assert corpus_overlap(["心脏是一个由心肌构成的中空器官。"], [pair]) == []
+    assert corpus_overlap(["请问：脂肪肝能逆转吗"], [pair]) == ["corpus text 1 repeats the demo pair '脂肪肝能逆转吗？'"]
+    assert corpus_overlap(["另一段话，控制饮食、规律运动，多数可以改善。"], [pair])  # an 8-character run
+
+    leaky = tmp_path / "corpus.txt"
+    leaky.write_text("心脏位于胸腔中部偏左。\n\n" + demo_model.demo_pairs()[-1]["output"] + "\n", encoding="utf-8")
+    monkeypatch.setattr(demo_model, "DEMO_CORPUS_FILE", leaky)
+    with pytest.raises(ValueError, match="overlaps the demo QA pairs"):
+        demo_model.demo_corpus()
+
+
+def test_the_demo_set_is_large_enough_to_score_a_fine_tune_on_its_own_test_split():
+    from medportal.management.commands.setup_demo import DEMO_SPLIT
+    from training.engine.demo_model import demo_pairs
+
+    approved = [
+        json.loads(line)
+        for line in (REPO_ROOT / "curation" / "demo_data" / "demo_reviewed.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    assert len(approved) >= 150 and len(demo_pairs()) > len(approved)
+    assert len({r["instruction"] for r in approved}) == len(approved)
+    assert DEMO_SPLIT[2] * len(approved) >= 30
+
+
+def test_pretraining_chat_turns_are_rendered_as_the_models_own_chat_template(loaded):
+    _, tokenizer = loaded
+    text = "心脏位于胸腔中部偏左。右心接收静脉血，左心把血液泵向全身。"
+
+    turn = chat_turn(text)
+
+    expected = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "心脏位于胸腔中部偏左。"}, {"role": "assistant", "content": "右心接收静脉血，左心把血液泵向全身。"}],
+        tokenize=False,
+        enable_thinking=False,
+    )
+    assert turn == expected
+    assert chat_turn("只有一句话。") is None
+    assert chat_turn("The heart is a pump. The lungs take in oxygen.").startswith("<|im_start|>user\nThe heart is a pump.<|im_end|>")
 
 
 def test_it_is_a_qwen3_of_a_few_million_parameters_with_a_chat_template(loaded, demo_model_dir):

@@ -16,11 +16,14 @@ from training.engine.runner import LOG_FILE, TRAINING_INFO, last_valid_checkpoin
 DEMO_RECORDS = Path(__file__).resolve().parents[3] / "curation" / "demo_data" / "demo_reviewed.jsonl"
 
 # Four records, one batch: every step sees the same rows, so the loss must fall step after step.
+# 3e-3: at 5e-3 constant, Adam overshoots on the sixth step with the demo model pre-trained on its
+# own corpus (7.14 → … 6.70 → 6.72), which says nothing about the runner.
+TINY_LR = 3e-3
 TINY = FinetuneConfig(
     cutoff_len=128,
     per_device_train_batch_size=4,
     gradient_accumulation_steps=1,
-    learning_rate=5e-3,
+    learning_rate=TINY_LR,
     lr_scheduler_type="constant",
     max_steps=6,
     logging_steps=1,
@@ -93,7 +96,7 @@ def test_the_events_follow_the_contract_in_order(reference):
     logs = of_type(events, "log")
     assert [e["step"] for e in logs] == [1, 2, 3, 4, 5, 6]
     assert logs[-1]["progress"] == 1.0 and logs[-1]["eta_seconds"] == 0.0
-    assert all(e["tokens_per_second"] > 0 and e["learning_rate"] == pytest.approx(5e-3) for e in logs)
+    assert all(e["tokens_per_second"] > 0 and e["learning_rate"] == pytest.approx(TINY_LR) for e in logs)
     assert [e["step"] for e in of_type(events, "eval")] == [3, 6]
     assert all(e["eval_loss"] > 0 for e in of_type(events, "eval"))
     assert [e["step"] for e in of_type(events, "checkpoint")] == [2, 4, 6]

@@ -404,3 +404,17 @@ def test_every_name_in_template_names_renders_the_demo_records(tokenizer, llama3
         tok = llama3_tokenizer if template == "llama3" else tokenizer
         encoded = encode_conversation(tok, template, messages, cutoff_len=2048)
         assert record["output"] in _trained(tok, encoded)[0]
+
+
+def test_template_chat_messages_for_a_server_that_applies_its_own_template():
+    from training.engine.templates import MEDICAL_DEFAULT_SYSTEM, template_chat_messages
+
+    user = {"role": "user", "content": '{"symptoms": "咳嗽三个月", "patient_info": "男，45岁"}'}
+    assert template_chat_messages("medical_inquiry", [user]) == [
+        {"role": "system", "content": MEDICAL_DEFAULT_SYSTEM},
+        {"role": "user", "content": "患者信息：男，45岁\n症状描述：咳嗽三个月\n检查结果：无\n诊断建议："},
+    ]
+    own = [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]
+    assert template_chat_messages("alpaca", own) == own and template_chat_messages("default", own) == own
+    with pytest.raises(TemplateError, match="unknown template"):
+        template_chat_messages("nope", own)

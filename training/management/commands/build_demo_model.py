@@ -3,7 +3,8 @@
     python manage.py build_demo_model --out var/models/medportal-demo [--name medportal-demo] [--register] [--user U] [--json]
 
 The engine's builder (``python -m training.engine build-demo-model``, run in a child process)
-trains a byte-level BPE tokenizer on the project's demo texts, builds a Qwen3-shaped model of
+trains a byte-level BPE tokenizer on the demo pre-training corpus (curation/demo_data/
+pretrain_corpus.txt, never the demo QA pairs), builds a Qwen3-shaped model of
 a few million parameters with a chat template and pre-trains it briefly so that it writes
 sentences. ``--register`` registers the folder as a base model (owned by ``--user`` or the
 first active admin). With ``--json`` the last line is the builder's result (``path``,
@@ -47,7 +48,7 @@ def build_demo_model(out: Path, *, name: str = DEFAULT_NAME) -> dict:
 
 
 class Command(BaseCommand):
-    help = "Build the small local demo model (tokenizer + Qwen3-shaped model, briefly pre-trained on the demo texts)."
+    help = "Build the small local demo model (tokenizer + Qwen3-shaped model, briefly pre-trained on the demo corpus)."
 
     def add_arguments(self, parser):
         parser.add_argument("--out", required=True, help="Folder to write the model to.")

@@ -31,15 +31,40 @@ def _details(exc: ApplicationError) -> str:
     return exc.message
 
 
-def job_result(job: FineTuneJob) -> dict:
+def add_job_arguments(parser, *, json_help: str) -> None:
+    """The options ``create_job`` reads (--preset, --set, --sync) and --user, --json."""
+    parser.add_argument("--preset", default="", help="llamafactory, qwen3_medical or cpu_demo (default: the engine's defaults).")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="Override one setting (repeatable), e.g. max_steps=20."
+    )
+    parser.add_argument("--user", help="Admin starting the job (default: the first active admin).")
+    parser.add_argument("--sync", action="store_true", help="Run the job in this process and wait for it.")
+    parser.add_argument("--json", action="store_true", help=json_help)
+
+
+def create_job(create, opts: dict, **fields) -> FineTuneJob:
+    """``create`` (finetune_job_create, dpo_job_create) with the --preset and --set settings,
+    queued for the gpu workers unless --sync; a refusal as a CommandError listing its details."""
+    try:
+        config = finetune_config_build(preset=opts["preset"], sets=opts["set"])
+        return create(preset=opts["preset"], overrides=config.to_dict(), enqueue=not opts["sync"], **fields)
+    except ApplicationError as exc:
+        raise CommandError(_details(exc)) from None
+
+
+def job_outcome(job: FineTuneJob) -> dict:
+    """What the --json line of every fine-tune stage starts with."""
     return {
         "job_id": job.pk,
         "status": job.status,
         "adapter_path": job.adapter_path or None,
         "train_loss_first": job.train_loss_first,
         "train_loss_last": job.train_loss_last,
-        "tokens_per_second": job.tokens_per_second,
     }
+
+
+def job_result(job: FineTuneJob) -> dict:
+    return {**job_outcome(job), "tokens_per_second": job.tokens_per_second}
 
 
 class Command(BaseCommand):
@@ -48,17 +73,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--dataset-version", required=True, type=int, help="Id of the dataset version (its train split is used).")
         parser.add_argument("--base-model", required=True, help="Name of a registered base model.")
-        parser.add_argument("--preset", default="", help="llamafactory, qwen3_medical or cpu_demo (default: the engine's defaults).")
-        parser.add_argument(
-            "--set", action="append", default=[], metavar="KEY=VALUE", help="Override one setting (repeatable), e.g. max_steps=20."
-        )
         parser.add_argument("--on-worker-death", choices=["fail", "requeue"], help="Default: MEDPORTAL_ON_WORKER_DEATH.")
         parser.add_argument(
             "--evaluate", action="store_true", help="When the job succeeds, queue evaluations of the base and the tuned model."
         )
-        parser.add_argument("--user", help="Admin starting the job (default: the first active admin).")
-        parser.add_argument("--sync", action="store_true", help="Run the job in this process and wait for it.")
-        parser.add_argument("--json", action="store_true", help="End with one JSON line: job_id, status, adapter_path, losses, tokens/s.")
+        add_job_arguments(parser, json_help="End with one JSON line: job_id, status, adapter_path, losses, tokens/s.")
 
     def handle(self, *args, **opts):
         user = command_user(opts["user"])
@@ -69,27 +88,22 @@ class Command(BaseCommand):
         if model is None:
             known = ", ".join(BaseModel.objects.filter(is_active=True).values_list("name", flat=True)) or "none registered yet"
             raise CommandError(f"No base model named '{opts['base_model']}' (active models: {known}).")
-        try:
-            config = finetune_config_build(preset=opts["preset"], sets=opts["set"])
-            job = finetune_job_create(
-                actor=user,
-                dataset_version=version,
-                base_model=model,
-                preset=opts["preset"],
-                overrides=config.to_dict(),
-                on_worker_death=opts["on_worker_death"],
-                enqueue=not opts["sync"],
-                evaluate_after=opts["evaluate"],
-            )
-        except ApplicationError as exc:
-            raise CommandError(_details(exc)) from None
+        job = create_job(
+            finetune_job_create,
+            opts,
+            actor=user,
+            dataset_version=version,
+            base_model=model,
+            on_worker_death=opts["on_worker_death"],
+            evaluate_after=opts["evaluate"],
+        )
         if not opts["sync"]:
             self.stdout.write(f"Queued fine-tune job #{job.pk} ({model.name} on {version.name}) for the gpu workers.")
             if opts["json"]:
                 self.stdout.write(json.dumps(job_result(job)))
             return
 
-        from training.worker import finetune_job_run
+        from training.workers.finetune import finetune_job_run
 
         self.stdout.write(f"Running fine-tune job #{job.pk} ({model.name} on {version.name}) in this process …")
         job = finetune_job_run(job_id=job.pk, on_line=lambda line: self.stdout.write(f"  {line}"))
