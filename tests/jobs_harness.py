@@ -299,7 +299,10 @@ from django.conf import settings
 row = kind.model_class.objects.get(pk={pk})
 # The kind's own policy: queued again when resumable and not started too often, else failed.
 requeue = kind.is_resumable(row) and row.attempt < settings.MEDPORTAL_JOB_MAX_ATTEMPTS
-early = jobs.reap_kind(kind)  # the heartbeat is recent: not reaped yet
+# Just after its last sign of life the row is not silent yet: asked at that moment, not at
+# "now", which on a loaded machine (this shell takes seconds to start) may already be too late.
+beat = row.heartbeat_at or row.started_at
+early = jobs.reap_kind(kind, now=beat + timedelta(seconds=1))
 late = jobs.reap_kind(kind, now=timezone.now() + kind.silent_after() + timedelta(seconds=1))
 out = {{"early": early, "late": late, "requeue": requeue}}
 """

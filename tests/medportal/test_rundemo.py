@@ -115,8 +115,12 @@ def test_sigint_stops_the_server_and_both_clusters(migrated, to_group, times, tm
             assert demo.poll() is None, text
             assert time.monotonic() < deadline, text
             time.sleep(0.5)
-        time.sleep(2)  # the clusters' worker processes are up
-        running = _processes_of(migrated)
+        # The clusters' worker processes come up after their masters log: wait for them (a loaded
+        # machine takes seconds), so that Ctrl-C does not arrive while they are still forking.
+        deadline, before = time.monotonic() + 60, set()
+        while (len(running := _processes_of(migrated)) < 6 or running != before) and time.monotonic() < deadline:
+            before = running
+            time.sleep(1)
         assert demo.pid in running and len(running) >= 6, text  # rundemo, 2 cluster masters and their processes
         assert "default cluster (imports, the job reaper): 2 workers" in text, text
         assert "gpu cluster (fine-tunes, evaluations): 1 worker," in text, text
